@@ -1,0 +1,61 @@
+"""Shared fixtures: an isolated studio home, no network, tiny generated datasets."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before anything imports huggingface_hub: tests must never reach the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TL_STUDIO_HOME", tempfile.mkdtemp(prefix="tl-studio-test-home-"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+TINY_MODEL = "test_efficientnet"
+"""timm's 100k-parameter EfficientNet: same API as the real ones, trains in milliseconds."""
+
+COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220)}
+
+
+def write_image(path: Path, color: tuple[int, int, int], seed: int, size: int = 40, fmt: str | None = None) -> Path:
+    """A solid-ish colour image with noise, so classes are learnable but not identical."""
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(color)[None, None, :] + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format=fmt)
+    return path
+
+
+def make_class_folders(root: Path, per_class: dict[str, int], start_seed: int = 0) -> Path:
+    seed = start_seed
+    for name, n in per_class.items():
+        for i in range(n):
+            ext = "jpg" if i % 2 else "png"
+            write_image(root / name / f"{name}_{i:03d}.{ext}", COLORS[name], seed)
+            seed += 1
+    return root
+
+
+@pytest.fixture
+def studio_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("TL_STUDIO_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def color_folders(tmp_path: Path) -> Path:
+    """Three learnable classes, 12 images each, as plain class folders."""
+    return make_class_folders(tmp_path / "colors", {"red": 12, "green": 12, "blue": 12})
+
+
+@pytest.fixture
+def split_folders(tmp_path: Path) -> Path:
+    root = tmp_path / "split"
+    make_class_folders(root / "train", {"red": 8, "green": 8})
+    make_class_folders(root / "val", {"red": 3, "green": 3}, start_seed=100)
+    make_class_folders(root / "test", {"red": 2, "green": 2}, start_seed=200)
+    return root

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tl_core.errors import TLError
+from tl_core.runs import Run, RunStore
+
+
+def test_create_list_and_reload(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    a = store.create({"backbone": "resnet18", "strategy": "feature-extraction", "data": "digits"})
+    b = store.create({"backbone": "efficientnet_lite0", "strategy": "gradual", "data": "x"})
+    b.write_status("completed", best_val_acc=0.9, epochs_run=4)
+    listed = RunStore(tmp_path).list()  # a "new process" view of the same folder
+    assert {r.run_id for r in listed} == {a.id, b.id}
+    summary = {r.run_id: r for r in listed}[b.id]
+    assert (summary.status, summary.best_val_acc, summary.epochs_run, summary.strategy) == ("completed", 0.9, 4, "gradual")
+    assert store.get(a.id).dir == a.dir
+    with pytest.raises(TLError):
+        store.get("../../etc")
+
+
+def test_run_of_a_dead_process_shows_interrupted(tmp_path: Path) -> None:
+    run = RunStore(tmp_path).create({"backbone": "resnet18"})
+    # Another process marks it running, then dies without a final status.
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[2]); from tl_core.runs import Run; "
+        "Run(sys.argv[1]).write_status('running')"
+    )
+    subprocess.run([sys.executable, "-c", code, str(run.dir), str(Path(__file__).parents[1])], check=True)
+    assert json.loads(run.status_path.read_text())["status"] == "running"
+    st = run.status()
+    assert st["status"] == "interrupted" and "ended before it finished" in st["error"]
+    assert RunStore(tmp_path).list()[0].status == "interrupted"
+
+
+def test_own_running_run_stays_running(tmp_path: Path) -> None:
+    run = RunStore(tmp_path).create({})
+    run.write_status("running")
+    assert run.status()["status"] == "running"
+
+
+def test_metrics_tolerate_a_torn_last_line(tmp_path: Path) -> None:
+    run = RunStore(tmp_path).create({})
+    run.append_metrics({"epoch": 1, "val_acc": 0.5})
+    with run.metrics_path.open("a") as fh:
+        fh.write('{"epoch": 2, "val_a')  # power cut mid-write
+    assert run.metrics() == [{"epoch": 1, "val_acc": 0.5}]
+
+
+def test_weights_round_trip_atomically(tmp_path: Path) -> None:
+    run = RunStore(tmp_path).create({})
+    with pytest.raises(TLError, match="no saved weights"):
+        run.load_weights()
+    run.save_weights({"w": torch.ones(2, 2)}, metadata={"classes": "a,b"})
+    assert torch.equal(run.load_weights()["w"], torch.ones(2, 2))
+    assert sorted(p.name for p in run.dir.iterdir()) == ["best.safetensors", "config.json", "status.json"]
+
+
+def test_failed_atomic_write_keeps_the_old_file(tmp_path: Path) -> None:
+    run = Run(tmp_path)
+    run.write_json("status.json", {"status": "completed"})
+    with pytest.raises(TypeError):
+        from tl_core.fsutil import write_atomic
+
+        write_atomic(run.status_path, 12345)  # type: ignore[arg-type]
+    assert json.loads(run.status_path.read_text()) == {"status": "completed"}
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]

@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL, make_class_folders
+from tl_core.backbones import create_backbone
+from tl_core.config import TrainConfig
+from tl_core.data import scan_dataset
+from tl_core.devices import detect_device
+from tl_core.errors import TrainingFailed
+from tl_core.freezing import layer_groups
+from tl_core.training import (
+    BestWeights,
+    Callback,
+    EarlyStopping,
+    StopOnEvent,
+    Trainer,
+    TrainingDiverged,
+    class_weights,
+    seed_everything,
+)
+
+
+def make_trainer(data: Path, callbacks=(), **kw) -> Trainer:
+    cfg = TrainConfig(data=str(data), backbone=TINY_MODEL, weights="none", catalog_only=False, image_size=32,
+                      batch_size=8, **kw)
+    seed_everything(cfg.seed)
+    dataset = scan_dataset(data, seed=cfg.seed)
+    model, info = create_backbone(TINY_MODEL, len(dataset.classes), "none", 32, catalog_only=False)
+    return Trainer(model, layer_groups(model), cfg, dataset, info.data_config, detect_device("cpu"), callbacks)
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def on_fit_start(self, trainer) -> None:
+        self.events.append("fit_start")
+
+    def on_stage(self, trainer, stage, done, total) -> None:
+        self.events.append(f"stage:{stage}")
+
+    def on_phase_start(self, trainer, phase) -> None:
+        self.events.append(f"phase:{phase.name}")
+
+    def on_epoch_end(self, trainer, record) -> None:
+        self.events.append(f"epoch:{record.epoch}")
+
+    def on_fit_end(self, trainer, result) -> None:
+        self.events.append("fit_end")
+
+
+def test_cached_feature_extraction_learns_and_leaves_backbone_untouched(color_folders: Path) -> None:
+    rec = Recorder()
+    trainer = make_trainer(color_folders, [rec], strategy="feature-extraction", epochs=25, lr=3e-2)
+    stem_before = trainer.model.conv_stem.weight.detach().clone()
+    result = trainer.fit()
+    assert result.feature_cache
+    assert result.best_val_acc >= 0.8  # colours are easy even for random conv features
+    assert result.trainable_params == sum(p.numel() for p in trainer.model.get_classifier().parameters())
+    assert torch.equal(trainer.model.conv_stem.weight, stem_before)
+    assert rec.events[0] == "fit_start" and rec.events[-1] == "fit_end"
+    assert "stage:caching train features" in rec.events and "epoch:25" in rec.events
+
+
+def test_full_path_fine_tune_top_unfreezes_after_warm_up(color_folders: Path) -> None:
+    trainer = make_trainer(color_folders, strategy="fine-tune-top", epochs=3, unfreeze_top=1)
+    result = trainer.fit()
+    assert not result.feature_cache
+    assert [r.phase for r in result.history] == ["warm up head", "fine-tune stage 5", "fine-tune stage 5"]
+    head_only = result.history[0].trainable_params
+    assert result.history[1].trainable_params > head_only
+
+
+def test_frozen_batchnorm_statistics_stay_put(color_folders: Path) -> None:
+    trainer = make_trainer(color_folders, strategy="feature-extraction", augment="light", epochs=1)
+    bn = trainer.model.bn1
+    before = bn.running_mean.clone()
+    trainer.fit()
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_train_bn_updates_batchnorm(color_folders: Path) -> None:
+    trainer = make_trainer(color_folders, strategy="feature-extraction", augment="light", epochs=1, train_bn=True)
+    before = trainer.model.bn1.running_mean.clone()
+    trainer.fit()
+    assert not torch.equal(trainer.model.bn1.running_mean, before)
+
+
+def test_same_seed_same_run(color_folders: Path) -> None:
+    a = make_trainer(color_folders, strategy="fine-tune-all", epochs=2, augment="light").fit()
+    b = make_trainer(color_folders, strategy="fine-tune-all", epochs=2, augment="light").fit()
+    assert [r.train_loss for r in a.history] == pytest.approx([r.train_loss for r in b.history])
+    assert [r.val_loss for r in a.history] == pytest.approx([r.val_loss for r in b.history])
+
+
+class PoisonWeights(Callback):
+    """Simulates a blown-up optimiser step."""
+
+    def on_batch_end(self, trainer) -> None:
+        with torch.no_grad():
+            trainer.model.get_classifier().weight.fill_(float("nan"))
+
+
+@pytest.mark.parametrize("strategy", ["feature-extraction", "fine-tune-all"])
+def test_nan_loss_stops_with_an_explanation(color_folders: Path, strategy: str) -> None:
+    trainer = make_trainer(color_folders, [PoisonWeights()], strategy=strategy, epochs=2)
+    with pytest.raises(TrainingDiverged, match="diverged. Lower the learning rate"):
+        trainer.fit()
+
+
+class RaiseOOM(Callback):
+    def on_batch_end(self, trainer) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_suggests_a_smaller_batch(color_folders: Path) -> None:
+    trainer = make_trainer(color_folders, [RaiseOOM()], strategy="fine-tune-all", epochs=1)
+    with pytest.raises(TrainingFailed, match="Ran out of GPU memory at batch size 8. Try batch size 4"):
+        trainer.fit()
+
+
+@pytest.mark.parametrize("strategy", ["feature-extraction", "fine-tune-all"])
+def test_stop_event_acts_within_one_batch(color_folders: Path, strategy: str) -> None:
+    event = threading.Event()
+
+    class StopAfterThree(Callback):
+        batches = 0
+
+        def on_batch_end(self, trainer) -> None:
+            self.batches += 1
+            if self.batches == 3:
+                event.set()
+
+        on_stage = lambda self, trainer, *a: self.on_batch_end(trainer)  # noqa: E731
+
+    counter = StopAfterThree()
+    trainer = make_trainer(color_folders, [counter, StopOnEvent(event)], strategy=strategy, epochs=5)
+    result = trainer.fit()
+    assert result.status == "stopped"
+    assert counter.batches == 3
+
+
+def test_early_stopping_and_best_weights(color_folders: Path) -> None:
+    best = BestWeights()
+    trainer = make_trainer(color_folders, [EarlyStopping(patience=2), best], strategy="feature-extraction",
+                           epochs=200, lr=0.5)
+    result = trainer.fit()
+    assert result.status == "early-stopped" and result.epochs_run < 200
+    assert result.best_epoch == best.record.epoch
+    # The model holds the best epoch's weights, not the last one's.
+    final_head = trainer.model.get_classifier().weight
+    assert torch.equal(final_head, best.state["classifier.weight"])
+
+
+def test_class_weights_only_when_imbalanced() -> None:
+    assert class_weights([0] * 10 + [1] * 9, 2, "auto") is None
+    w = class_weights([0] * 40 + [1] * 10, 2, "auto")
+    assert w is not None and w[1] == pytest.approx(4 * w[0])
+    assert class_weights([0] * 10 + [1] * 9, 2, "balanced") is not None
+    assert class_weights([0] * 40 + [1] * 10, 2, "none") is None
+
+
+def test_imbalanced_data_trains_with_weighted_loss(tmp_path: Path) -> None:
+    data = make_class_folders(tmp_path / "imb", {"red": 30, "blue": 6})
+    trainer = make_trainer(data, strategy="feature-extraction", epochs=2)
+    assert trainer.criterion.weight is not None

@@ -1,0 +1,20 @@
+"""fastai-style one-call happy path for notebooks: ``tl_core.train("digits")``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import TrainConfig
+from .errors import TLError
+from .jobs import JobManager, JobStatus, get_job_manager
+
+
+def train(data: str = "digits", manager: JobManager | None = None, **settings: Any) -> JobStatus:
+    """Train on ``data`` with ``TrainConfig`` defaults (override any field as a keyword) and
+    block until done. Goes through the ``JobManager``, exactly like the UI and the CLI."""
+    manager = manager or get_job_manager()
+    job_id = manager.submit(TrainConfig(data=data, **settings))
+    status = manager.wait(job_id)
+    if status.status == "failed":
+        raise TLError(status.error or "training failed")
+    return status

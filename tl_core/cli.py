@@ -1,0 +1,283 @@
+"""``tl-studio``: the same engine as the app, from a terminal.
+
+User errors (bad path, unknown backbone, unusable data, unavailable weights) print one line
+and exit 2; with ``--json`` the last stdout line of ``train`` is a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import TLError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .config import AUGMENT_PRESETS, STRATEGIES
+
+    p = sub.add_parser("train", help="train a classifier on a folder, a .zip or a built-in sample")
+    p.add_argument("data", help="folder of class folders (or train/ + val/), a .zip, or 'digits'")
+    p.add_argument("--backbone", default="efficientnet_lite0", help="see `tl-studio backbones`")
+    p.add_argument("--strategy", default="feature-extraction", choices=list(STRATEGIES))
+    p.add_argument("--epochs", type=int, help="default depends on the strategy")
+    p.add_argument("--image-size", type=int, help="input size in px (default: the backbone's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, help="head learning rate (default depends on the strategy)")
+    p.add_argument("--weights", default="auto", help="auto, bundled, hub, none or file:PATH")
+    p.add_argument("--augment", default="none", choices=list(AUGMENT_PRESETS))
+    p.add_argument("--unfreeze-top", type=int, default=2, help="groups unfrozen by fine-tune-top")
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--train-bn", action="store_true", help="keep BatchNorm trainable in frozen layers")
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--runs-dir", help="where run folders go (default $TL_STUDIO_HOME/runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tl-studio",
+        description="Transfer Learning Studio: train image classifiers by transfer learning.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    p = sub.add_parser("backbones", help="list the backbone catalog and what works offline")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("datasets", help="list the built-in sample datasets")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("runs", help="list saved runs")
+    p.add_argument("--runs-dir")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("prefetch", help="download hub weights into the cache before going offline")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p = sub.add_parser("app", help="start the Streamlit app")
+    p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to `streamlit run`")
+    return parser
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def _train(args: argparse.Namespace, started: float) -> int:
+    from tqdm import tqdm
+
+    from .config import TrainConfig
+    from .jobs import JobManager
+
+    cfg = TrainConfig(
+        data=args.data,
+        backbone=args.backbone,
+        strategy=args.strategy,
+        weights=args.weights,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        augment=args.augment,
+        unfreeze_top=args.unfreeze_top,
+        patience=args.patience or None,
+        label_smoothing=args.label_smoothing,
+        train_bn=args.train_bn,
+        device=args.device,
+        seed=args.seed,
+    )
+    manager = JobManager(args.runs_dir)
+    job_id = manager.submit(cfg)
+    bar = tqdm(
+        total=1000,
+        file=sys.stderr,
+        leave=False,
+        bar_format="{desc} |{bar}| {percentage:3.0f}% {postfix}",
+        dynamic_ncols=True,
+    )
+    shown_epochs = 0
+    try:
+        while True:
+            st = manager.wait(job_id, timeout=0.2)
+            bar.set_description_str(
+                st.stage if st.stage != "training" else f"epoch {st.epoch}/{st.epochs_total}"
+            )
+            bar.n = int(st.progress * 1000)
+            for row in st.history[shown_epochs:]:
+                bar.write(
+                    f"epoch {row['epoch']:>3} [{row['phase']}] train loss {row['train_loss']:.4f} "
+                    f"acc {row['train_acc']:.3f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
+                    f"| {row['seconds']:.1f}s",
+                    file=sys.stderr,
+                )
+            shown_epochs = len(st.history)
+            bar.set_postfix_str(f"ETA {_fmt_eta(st.eta_s)}")
+            bar.refresh()
+            if st.finished:
+                break
+    except KeyboardInterrupt:
+        bar.write("Stopping after the current batch...", file=sys.stderr)
+        manager.stop(job_id)
+        st = manager.wait(job_id)
+    finally:
+        bar.close()
+    if st.status == "failed":
+        print(f"tl-studio: error: {st.error}", file=sys.stderr)
+        return EXIT_USER_ERROR if st.user_error else 1
+    summary = _summary(manager, job_id, started)
+    print(
+        f"{st.status}: best val accuracy {summary['best_val_acc']:.2%} after {summary['epochs_run']} "
+        f"epoch(s) in {summary['wall_s']:.1f}s; weights in {summary['run_dir']}/best.safetensors",
+        file=sys.stderr,
+    )
+    if args.json:
+        print(json.dumps(summary))
+    return 130 if st.status == "stopped" else 0
+
+
+def _summary(manager: Any, job_id: str, started: float) -> dict[str, Any]:
+    from .runs import Run
+
+    st = manager.snapshot(job_id)
+    run = Run(st.run_dir)
+    cfg = run.read_json("config.json", {})
+    profile = run.read_json("dataset.json", {})
+    result = st.result or {}
+    return {
+        "run_id": st.run_id,
+        "run_dir": st.run_dir,
+        "status": st.status,
+        "strategy": cfg.get("strategy"),
+        "backbone": cfg.get("backbone"),
+        "weights": (run.read_json("backbone.json", {}) or {}).get("weights_detail"),
+        "image_size": cfg.get("image_size"),
+        "best_val_acc": result.get("best_val_acc"),
+        "best_epoch": result.get("best_epoch"),
+        "epochs_run": result.get("epochs_run"),
+        "wall_s": round(st.finished_at - st.submitted_at, 2) if st.finished_at else None,
+        "process_s": round(time.perf_counter() - started, 2),
+        "trainable_params": result.get("trainable_params"),
+        "total_params": result.get("total_params"),
+        "device": result.get("device") or st.device,
+        "feature_cache": result.get("feature_cache"),
+        "dataset": {
+            "classes": profile.get("classes"),
+            "n_train": profile.get("n_train"),
+            "n_val": profile.get("n_val"),
+            "skipped": profile.get("skipped"),
+            "warnings": profile.get("warnings"),
+        },
+    }
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+def _backbones(args: argparse.Namespace) -> int:
+    from .backbones import available_sources, list_backbones
+
+    rows = []
+    for spec in list_backbones():
+        src = available_sources(spec)
+        offline = "bundled" if src["bundled"] else "cached" if src["hub"] else "needs download"
+        rows.append(spec.to_dict() | {"offline": offline, "offline_ready": src["bundled"] or src["hub"]})
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(_table(rows, ["name", "family", "params_m", "top1", "input_size", "offline", "best_for"]))
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from .samples import list_samples
+
+    rows = [
+        {
+            "name": s.name,
+            "classes": s.n_classes,
+            "images": s.n_images,
+            "offline": "yes",
+            "description": s.description,
+        }
+        for s in list_samples()
+    ]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(_table(rows, ["name", "classes", "images", "offline", "description"]))
+        print("\nOr pass your own folder of class folders, a train/ + val/ folder, or a .zip of either.")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .runs import RunStore
+
+    runs = RunStore(args.runs_dir).list()
+    if args.json:
+        print(json.dumps([asdict(r) for r in runs]))
+    elif not runs:
+        print("No runs yet. Start one with: tl-studio train digits")
+    else:
+        rows = [
+            asdict(r) | {"best_val_acc": f"{r.best_val_acc:.3f}" if r.best_val_acc is not None else "-"}
+            for r in runs
+        ]
+        print(
+            _table(rows, ["run_id", "status", "backbone", "strategy", "data", "best_val_acc", "epochs_run"])
+        )
+    return 0
+
+
+def _prefetch(args: argparse.Namespace) -> int:
+    from .backbones import prefetch
+
+    for name in args.names:
+        path = prefetch(name)
+        print(f"{name}: {path}")
+    return 0
+
+
+def _app(args: argparse.Namespace) -> int:
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    if not app.is_file():
+        raise TLError(
+            f"app.py not found next to tl_core ({app}); run from a source checkout (pip install -e .)."
+        )
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), *args.streamlit_args]
+    return subprocess.call(cmd, cwd=app.parent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = _build_parser().parse_args(argv)
+    handlers = {
+        "train": lambda a: _train(a, started),
+        "backbones": _backbones,
+        "datasets": _datasets,
+        "runs": _runs,
+        "prefetch": _prefetch,
+        "app": _app,
+    }
+    try:
+        return handlers[args.command](args)
+    except TLError as exc:
+        print(f"tl-studio: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""``TrainConfig``: every setting of a run, with defaults chosen per strategy.
+
+A plain dataclass that round-trips through JSON, so a run folder's ``config.json`` is enough to
+reproduce the run, and the CLI, the UI and notebooks all describe work the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .backbones import DEFAULT_BACKBONE
+from .errors import ConfigError
+
+STRATEGIES: dict[str, str] = {
+    "feature-extraction": "Backbone frozen; only a new head is trained (on cached features).",
+    "fine-tune-top": "Warm up the head, then also train the top layer groups at a lower LR.",
+    "fine-tune-all": "Warm up the head, then train every layer with discriminative LRs.",
+    "gradual": "Warm up the head, then unfreeze one more group per stage, each 10x lower LR.",
+    "from-scratch": "Random initialisation, everything trained: the baseline transfer beats.",
+}
+AUGMENT_PRESETS = ("none", "light", "strong")
+CLASS_WEIGHTING = ("auto", "balanced", "none")
+
+# Per-strategy defaults: (epochs, head LR). The cached-feature head is cheap, so it gets more
+# epochs, and a linear head on fixed features tolerates a higher LR (3e-3 reached 93.6% on
+# digits where 1e-3 reached 91.6% in the same 30 epochs). Full fine-tunes cost more, so fewer.
+_DEFAULTS: dict[str, tuple[int, float]] = {
+    "feature-extraction": (30, 3e-3),
+    "fine-tune-top": (8, 1e-3),
+    "fine-tune-all": (8, 1e-3),
+    "gradual": (10, 1e-3),
+    "from-scratch": (30, 1e-3),
+}
+
+
+@dataclass
+class TrainConfig:
+    data: str = "digits"
+    backbone: str = DEFAULT_BACKBONE
+    strategy: str = "feature-extraction"
+    weights: str = "auto"
+    epochs: int | None = None
+    image_size: int | None = None
+    batch_size: int = 32
+    lr: float | None = None
+    """Head learning rate; backbone groups get lower ones (see ``backbone_lr_scale``)."""
+    backbone_lr_scale: float = 0.1
+    lr_decay: float = 0.7
+    """Per-group LR multiplier going from the top of the backbone towards the stem."""
+    group_lrs: dict[str, float] = field(default_factory=dict)
+    unfreeze: list[str] | None = None
+    """Explicit layer groups to train in the main phase (the UI's freeze map)."""
+    unfreeze_top: int = 2
+    warmup_epochs: int = 1
+    train_bn: bool = False
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    class_weights: str = "auto"
+    augment: str = "none"
+    patience: int | None = 5
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    workers: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra ``timm.create_model`` arguments (e.g. ``drop_rate``)."""
+    catalog_only: bool = True
+
+    def resolved(self) -> TrainConfig:
+        """A copy with strategy defaults filled in and every value checked."""
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"Unknown strategy '{self.strategy}'. Choose one of: {', '.join(STRATEGIES)}.")
+        epochs, lr = _DEFAULTS[self.strategy]
+        out = replace(self, epochs=self.epochs or epochs, lr=self.lr or lr)
+        if self.strategy == "from-scratch" and self.weights not in ("auto", "none"):
+            raise ConfigError("from-scratch trains random weights: use --weights none (or auto).")
+        if self.strategy == "from-scratch":
+            out.weights = "none"
+        checks = [
+            (out.epochs >= 1, f"epochs must be at least 1, got {out.epochs}"),
+            (out.batch_size >= 1, f"batch size must be at least 1, got {out.batch_size}"),
+            (0 < out.lr < 1, f"learning rate must be between 0 and 1, got {out.lr}"),
+            (out.augment in AUGMENT_PRESETS, f"augment must be one of {AUGMENT_PRESETS}"),
+            (out.class_weights in CLASS_WEIGHTING, f"class_weights must be one of {CLASS_WEIGHTING}"),
+            (0 <= out.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (out.image_size is None or 16 <= out.image_size <= 1024, "image size must be 16-1024 px"),
+            (0 < out.val_fraction < 1, "val_fraction must be between 0 and 1"),
+            (out.patience is None or out.patience >= 1, "patience must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message + ".")
+        return out
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        """Frozen backbone and fixed inputs: features can be computed once and reused."""
+        return self.strategy == "feature-extraction" and self.augment == "none" and not self.train_bn
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,308 @@
+"""Find, validate and split a user's images; describe them in a ``DatasetProfile``.
+
+Accepted sources: a folder with ``train/`` and ``val/`` (and optional ``test/``) of class
+folders, a folder of class folders (split here, stratified and seeded), a ``.zip`` of either,
+or the name of a built-in sample. Unusable files are skipped with a reason, never fatal.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .archive import DEFAULT_MAX_BYTES, extract_zip
+from .errors import DatasetError
+from .images import ImageProblem, load_rgb
+from .paths import uploads_root
+from .samples import SAMPLES, materialize_sample
+
+SPLIT_NAMES: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", "__pycache__"})
+IMBALANCE_RATIO = 3.0
+TINY_CLASS = 10
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class DatasetProfile:
+    """Everything the wizard and the UI need to know about a dataset, JSON-serialisable."""
+
+    source: str
+    root: str
+    layout: str
+    """``split`` (train/val given), ``folders`` (split here) or ``sample``."""
+    classes: list[str]
+    counts: dict[str, dict[str, int]]
+    """split -> class -> number of usable images."""
+    skipped: list[SkippedFile] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    val_fraction: float | None = None
+    seed: int | None = None
+    suggested_image_size: int | None = None
+
+    def n(self, split: str) -> int:
+        return sum(self.counts.get(split, {}).values())
+
+    @property
+    def n_train(self) -> int:
+        return self.n("train")
+
+    @property
+    def n_val(self) -> int:
+        return self.n("val")
+
+    @property
+    def n_test(self) -> int:
+        return self.n("test")
+
+    def per_class_total(self) -> dict[str, int]:
+        return {c: sum(self.counts[s].get(c, 0) for s in self.counts) for c in self.classes}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(n_train=self.n_train, n_val=self.n_val, n_test=self.n_test)
+        return out
+
+
+@dataclass
+class Dataset:
+    """A scanned dataset: its profile plus the (path, label index) pairs of each split."""
+
+    profile: DatasetProfile
+    items: dict[str, list[tuple[str, int]]]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.profile.classes
+
+
+def _is_junk(name: str) -> bool:
+    return name in JUNK_NAMES or name.startswith(".")
+
+
+def _visible_children(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not _is_junk(p.name))
+
+
+def _unwrap(root: Path) -> Path:
+    """Descend through a lone wrapper folder (``data.zip`` -> ``data/`` -> classes)."""
+    for _ in range(2):
+        children = _visible_children(root)
+        lone = children[0] if len(children) == 1 and children[0].is_dir() else None
+        if lone and not _split_dirs(root) and any(c.is_dir() for c in _visible_children(lone)):
+            root = lone
+        else:
+            break
+    return root
+
+
+def _split_dirs(root: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for child in _visible_children(root):
+        if child.is_dir():
+            for split, names in SPLIT_NAMES.items():
+                if child.name.lower() in names and split not in found:
+                    found[split] = child
+    return found
+
+
+def resolve_source(source: str | Path, *, max_zip_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Path, str]:
+    """Turn a folder, a zip or a sample name into a local folder; also return the layout hint."""
+    text = str(source)
+    if text in SAMPLES and not Path(text).exists():
+        return materialize_sample(text), "sample"
+    path = Path(text).expanduser()
+    if not path.exists():
+        names = ", ".join(SAMPLES)
+        raise DatasetError(
+            f"'{text}' is not a folder, a .zip file or a built-in sample ({names}). Check the path."
+        )
+    if path.is_file():
+        if path.suffix.lower() != ".zip":
+            raise DatasetError(f"{path.name} is a file but not a .zip: give a folder or a .zip.")
+        return _unwrap(extract_zip(path, uploads_root(), max_zip_bytes)), "upload"
+    return _unwrap(path), "folder"
+
+
+def _candidate_files(class_dir: Path) -> list[Path]:
+    """Every non-junk file below ``class_dir``; junk folders (``__MACOSX``) are skipped whole."""
+    return sorted(
+        p
+        for p in class_dir.rglob("*")
+        if p.is_file() and not any(_is_junk(part) for part in p.relative_to(class_dir).parts)
+    )
+
+
+def _check_file(path: Path) -> str | None:
+    try:
+        load_rgb(path, draft_size=64)
+    except ImageProblem as exc:
+        return str(exc)
+    return None
+
+
+def _collect_split(split_dir: Path) -> dict[str, list[Path]]:
+    return {c.name: _candidate_files(c) for c in _visible_children(split_dir) if c.is_dir()}
+
+
+def _stratified_split(
+    per_class: dict[str, list[Path]], val_fraction: float, seed: int
+) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """Per class: sort, shuffle with ``seed``, hold out ``val_fraction`` (at least one image)."""
+    train: dict[str, list[Path]] = {}
+    val: dict[str, list[Path]] = {}
+    for name, files in per_class.items():
+        files = sorted(files)
+        random.Random(f"{seed}:{name}").shuffle(files)
+        n_val = max(1, round(len(files) * val_fraction)) if len(files) >= 2 else 0
+        val[name], train[name] = files[:n_val], files[n_val:]
+    return train, val
+
+
+def scan_dataset(
+    source: str | Path,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    max_zip_bytes: int = DEFAULT_MAX_BYTES,
+    progress: ProgressFn | None = None,
+    workers: int = 4,
+) -> Dataset:
+    """Scan ``source`` and return the usable images per split, with a profile.
+
+    Every candidate file is decoded (at reduced size for JPEGs), so corrupt and truncated files
+    are found now rather than in the middle of training.
+
+    Raises:
+        DatasetError: fewer than two usable classes, an empty class, an unsafe archive...
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+    root, kind = resolve_source(source, max_zip_bytes=max_zip_bytes)
+    splits = _split_dirs(root)
+    if splits:
+        if "train" not in splits:
+            raise DatasetError(f"{root} has {', '.join(splits)} folders but no train/ folder.")
+        raw = {name: _collect_split(d) for name, d in splits.items()}
+        layout = "split"
+    else:
+        raw = {"train": _collect_split(root)}
+        layout = "sample" if kind == "sample" else "folders"
+    classes = sorted(raw["train"])
+    if not classes:
+        raise DatasetError(
+            f"No class folders found in {root}. Put each class's images in its own folder "
+            "(e.g. cats/ and dogs/), or use train/ and val/ folders that each hold class folders."
+        )
+
+    # Decode every candidate once, in parallel: Pillow releases the GIL while decoding.
+    all_files = [f for per in raw.values() for files in per.values() for f in files]
+    problems: dict[Path, str] = {}
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, problem in zip(all_files, pool.map(_check_file, all_files), strict=True):
+            if problem:
+                problems[path] = problem
+            done += 1
+            if progress and (done % 25 == 0 or done == len(all_files)):
+                progress(done, len(all_files))
+    usable = {
+        split: {c: [f for f in files if f not in problems] for c, files in per.items()}
+        for split, per in raw.items()
+    }
+    skipped = [SkippedFile(str(p.relative_to(root)), r) for p, r in sorted(problems.items())]
+    warnings: list[str] = []
+    for split, per in usable.items():
+        for extra in sorted(set(per) - set(classes)):
+            warnings.append(f"{split}/{extra} has no matching train/{extra} folder; it is ignored.")
+
+    if layout != "split" or "val" not in usable:
+        usable["train"], usable["val"] = _stratified_split(usable["train"], val_fraction, seed)
+    _validate_classes(classes, usable, skipped)
+
+    counts = {
+        s: {c: len(usable[s].get(c, [])) for c in classes} for s in ("train", "val", "test") if s in usable
+    }
+    warnings += _balance_warnings(classes, counts)
+    profile = DatasetProfile(
+        source=str(source),
+        root=str(root),
+        layout=layout,
+        classes=classes,
+        counts=counts,
+        skipped=skipped,
+        warnings=warnings,
+        val_fraction=val_fraction if layout != "split" or "val" not in raw else None,
+        seed=seed,
+        suggested_image_size=SAMPLES[str(source)].image_size if kind == "sample" else None,
+    )
+    index = {c: i for i, c in enumerate(classes)}
+    items = {s: [(str(f), index[c]) for c in classes for f in per.get(c, [])] for s, per in usable.items()}
+    return Dataset(profile=profile, items=items)
+
+
+def _validate_classes(
+    classes: list[str], usable: dict[str, dict[str, list[Path]]], skipped: list[SkippedFile]
+) -> None:
+    empty = [c for c in classes if not usable["train"].get(c) and not usable.get("val", {}).get(c)]
+    if empty:
+        n_bad = sum(1 for s in skipped if Path(s.path).parts[-2:-1] and Path(s.path).parts[-2] in empty)
+        raise DatasetError(
+            f"Class folder(s) {', '.join(empty)} contain no usable image"
+            + (f" ({n_bad} file(s) skipped, see the skipped list)" if n_bad else "")
+            + ". Add images or remove the folder."
+        )
+    if len(classes) < 2:
+        only = classes[0] if classes else "none"
+        raise DatasetError(
+            f"Found only one class ({only}). A classifier needs at least two: add another folder "
+            "of images, e.g. a second category or a 'not_" + only + "' folder."
+        )
+    if not any(usable.get("val", {}).values()):
+        raise DatasetError("There are no validation images. Add images to val/, or at least two per class.")
+    no_train = [c for c in classes if not usable["train"].get(c)]
+    if no_train:
+        raise DatasetError(
+            f"Class(es) {', '.join(no_train)} have no training images (all went to validation). "
+            "Add at least two images per class."
+        )
+
+
+def _balance_warnings(classes: list[str], counts: dict[str, dict[str, int]]) -> list[str]:
+    out: list[str] = []
+    totals = {c: sum(counts[s][c] for s in counts) for c in classes}
+    train = counts["train"]
+    largest, smallest = max(train.values()), min(train.values())
+    if smallest and largest / smallest > IMBALANCE_RATIO:
+        big = max(train, key=train.__getitem__)
+        small = min(train, key=train.__getitem__)
+        out.append(
+            f"Classes are imbalanced: '{big}' has {largest} training images, '{small}' only "
+            f"{smallest} ({largest / smallest:.1f}x). Training uses class weights to compensate; "
+            "more images of the small class help most."
+        )
+    tiny = [c for c in classes if totals[c] < TINY_CLASS]
+    if tiny:
+        out.append(
+            f"Very small class(es): {', '.join(f'{c} ({totals[c]})' for c in tiny)}. With under "
+            f"{TINY_CLASS} images a class is hard to learn and its accuracy is noisy; add more."
+        )
+    for c in classes:
+        if counts.get("val", {}).get(c, 0) == 0:
+            out.append(f"Class '{c}' has no validation images, so its accuracy can't be measured.")
+    return out

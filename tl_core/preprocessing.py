@@ -1,0 +1,46 @@
+"""Transforms built by timm from the model's own data config, plus augmentation presets.
+
+The data config (size, mean/std, interpolation, crop) is saved with every run so evaluation,
+export and prediction reuse exactly what training used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchvision.transforms import Compose
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    "light": {"scale": (0.6, 1.0), "hflip": 0.5, "color_jitter": 0.1, "auto_augment": None, "re_prob": 0.0},
+    "strong": {
+        "scale": (0.25, 1.0),
+        "hflip": 0.5,
+        "color_jitter": 0.3,
+        "auto_augment": "rand-m9-mstd0.5-inc1",
+        "re_prob": 0.25,
+    },
+}
+
+
+def _timm_cfg(data_config: dict[str, Any]) -> dict[str, Any]:
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items() if k in keys}
+
+
+def eval_transform(data_config: dict[str, Any]) -> Compose:
+    """Resize, centre-crop, normalise: what validation, export and prediction use."""
+    from timm.data import create_transform
+
+    return create_transform(**_timm_cfg(data_config), is_training=False)
+
+
+def train_transform(data_config: dict[str, Any], augment: str = "none") -> Compose:
+    """``none`` is the eval transform (and lets features be cached); else a timm preset."""
+    if augment == "none":
+        return eval_transform(data_config)
+    from timm.data import create_transform
+
+    cfg = _timm_cfg(data_config)
+    cfg.pop("crop_pct", None)
+    cfg.pop("crop_mode", None)
+    return create_transform(**cfg, is_training=True, **_PRESETS[augment])

@@ -1,0 +1,174 @@
+"""A run is a folder: ``config.json``, ``metrics.jsonl``, ``status.json``, ``best.safetensors``,
+``labels.json``, ``data_config.json`` and ``dataset.json``.
+
+Everything is written atomically (``metrics.jsonl`` is append-only, one line per epoch), so a
+crash or a browser refresh never leaves a half-written file, and runs can be listed and
+reloaded after the process restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TLError
+from .fsutil import write_atomic, write_json_atomic
+from .paths import runs_root
+
+PROCESS_TOKEN = uuid.uuid4().hex
+"""Identifies this process in ``status.json``; a ``running`` status with another token whose
+pid is gone was interrupted (crash, kill, reboot)."""
+ACTIVE = ("queued", "running", "stopping")
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    run_dir: str
+    status: str
+    created_at: float
+    backbone: str
+    strategy: str
+    data: str
+    best_val_acc: float | None = None
+    epochs_run: int = 0
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Run:
+    """File access for one run folder."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.id = self.dir.name
+
+    # paths
+    config_path = property(lambda self: self.dir / "config.json")
+    status_path = property(lambda self: self.dir / "status.json")
+    metrics_path = property(lambda self: self.dir / "metrics.jsonl")
+    weights_path = property(lambda self: self.dir / "best.safetensors")
+    labels_path = property(lambda self: self.dir / "labels.json")
+    data_config_path = property(lambda self: self.dir / "data_config.json")
+    dataset_path = property(lambda self: self.dir / "dataset.json")
+
+    def write_json(self, name: str, obj: Any) -> None:
+        write_json_atomic(self.dir / name, obj)
+
+    def read_json(self, name: str, default: Any = None) -> Any:
+        try:
+            return json.loads((self.dir / name).read_text())
+        except (OSError, ValueError):
+            return default
+
+    def write_status(self, status: str, **fields: Any) -> None:
+        current = self.read_json("status.json", {}) or {}
+        current.update(fields, status=status, pid=os.getpid(), process=PROCESS_TOKEN, updated_at=time.time())
+        write_json_atomic(self.status_path, current)
+
+    def status(self) -> dict[str, Any]:
+        """``status.json``, with a dead process's ``running`` reported as ``interrupted``."""
+        st = self.read_json("status.json", {}) or {}
+        if (
+            st.get("status") in ACTIVE
+            and st.get("process") != PROCESS_TOKEN
+            and not _pid_alive(int(st.get("pid", -1)))
+        ):
+            st["status"] = "interrupted"
+            st.setdefault("error", "The process running this job ended before it finished.")
+        return st
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """One JSON line per epoch; the single ``write`` call keeps lines whole."""
+        line = json.dumps(record, default=float) + "\n"
+        with self.metrics_path.open("a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        out = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a torn last line after a hard crash
+        return out
+
+    def save_weights(self, state_dict: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        write_atomic(self.weights_path, save(tensors, metadata=metadata))
+
+    def load_weights(self) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        if not self.weights_path.exists():
+            raise TLError(f"Run {self.id} has no saved weights (it never finished an epoch).")
+        return load_file(str(self.weights_path))
+
+    def summary(self) -> RunSummary:
+        cfg = self.read_json("config.json", {}) or {}
+        st = self.status()
+        return RunSummary(
+            run_id=self.id,
+            run_dir=str(self.dir),
+            status=st.get("status", "unknown"),
+            created_at=float(st.get("created_at", self.dir.stat().st_mtime)),
+            backbone=cfg.get("backbone", "?"),
+            strategy=cfg.get("strategy", "?"),
+            data=cfg.get("data", "?"),
+            best_val_acc=st.get("best_val_acc"),
+            epochs_run=int(st.get("epochs_run", 0)),
+            error=st.get("error"),
+        )
+
+
+class RunStore:
+    """All runs under one root folder (default ``~/.tl-studio/runs``)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else runs_root()
+
+    def create(self, config: dict[str, Any]) -> Run:
+        self.root.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = str(config.get("backbone", "run")).replace("/", "_")
+        run_dir = self.root / f"{stamp}-{name}-{secrets.token_hex(3)}"
+        run_dir.mkdir()
+        run = Run(run_dir)
+        run.write_json("config.json", config)
+        run.write_status("queued", created_at=time.time())
+        return run
+
+    def get(self, run_id: str) -> Run:
+        run_dir = (self.root / run_id).resolve()
+        if not run_dir.is_relative_to(self.root.resolve()) or not (run_dir / "config.json").exists():
+            raise TLError(f"No run '{run_id}' in {self.root}.")
+        return Run(run_dir)
+
+    def list(self) -> list[RunSummary]:
+        """Newest first; folders that aren't runs are ignored."""
+        if not self.root.is_dir():
+            return []
+        runs = [Run(d).summary() for d in self.root.iterdir() if (d / "config.json").exists()]
+        return sorted(runs, key=lambda r: r.created_at, reverse=True)

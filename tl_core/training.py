@@ -1,0 +1,509 @@
+"""The training loop: executes phases and fires callbacks; knows nothing about UIs or files.
+
+As in Lightning, early stopping, best-weight tracking, progress, persistence and the Stop
+button are callbacks, and they end training through the same ``should_stop`` flag. The
+feature-extraction fast path runs the frozen backbone once, caches the pooled features and
+trains the head on the cache: epochs then cost milliseconds instead of full forward passes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from .backbones import classifier_name
+from .config import TrainConfig
+from .data import Dataset
+from .devices import DeviceSetup
+from .errors import DatasetError, TrainingFailed
+from .freezing import LayerGroup, frozen_bn_modules, optimizer_param_groups, report, set_trainable
+from .images import ImageProblem, load_rgb
+from .preprocessing import eval_transform, train_transform
+from .strategies import Phase, plan_phases
+
+IMBALANCE_FOR_WEIGHTS = 3.0
+_HEAD_BATCH_COST = 0.01
+"""A batch on cached features costs ~1% of a backbone batch; used for progress and ETA."""
+
+
+class TrainingDiverged(TrainingFailed):
+    """The loss became NaN or infinite."""
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """(path, label) pairs -> (tensor, label), decoding with the same loader the scan used."""
+
+    def __init__(self, items: Sequence[tuple[str, int]], transform: Any, draft_size: int | None = None):
+        self.items = list(items)
+        self.transform = transform
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[index]
+        try:
+            image = load_rgb(path, self.draft_size)
+        except ImageProblem as exc:
+            raise DatasetError(
+                f"{path} can no longer be read ({exc}); was it changed after the scan?"
+            ) from exc
+        return self.transform(image), label
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    phase: str
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+    trainable_params: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    status: str
+    """``completed``, ``early-stopped`` or ``stopped`` (by the user)."""
+    best_val_acc: float
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    wall_s: float
+    trainable_params: int
+    total_params: int
+    device: str
+    feature_cache: bool
+    history: list[EpochRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Callback:
+    """Hooks the loop fires; override what you need. Set ``trainer.should_stop`` to end."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+    def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None: ...
+    def on_phase_start(self, trainer: Trainer, phase: Phase) -> None: ...
+    def on_batch_end(self, trainer: Trainer) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None: ...
+    def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None: ...
+
+
+class StopOnEvent(Callback):
+    """The UI's Stop button: checked after every batch, so it acts within one batch."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def on_batch_end(self, trainer: Trainer) -> None:
+        if self.event.is_set():
+            trainer.request_stop("stopped")
+
+    def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
+        self.on_batch_end(trainer)
+
+
+class EarlyStopping(Callback):
+    """Ends a phase after ``patience`` epochs without a lower validation loss; in the last
+    phase that ends the run. Counting restarts with each phase, since unfreezing more layers
+    often makes things briefly worse before better."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def on_phase_start(self, trainer: Trainer, phase: Phase) -> None:
+        self.bad_epochs = 0
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        if record.val_loss < self.best - 1e-4:
+            self.best, self.bad_epochs = record.val_loss, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs >= self.patience:
+                trainer.end_phase_early()
+
+
+class BestWeights(Callback):
+    """Keeps the weights of the best epoch (val accuracy, ties to lower val loss) and puts
+    them back at the end, so the saved model is the best one seen, not the last."""
+
+    def __init__(self) -> None:
+        self.key: tuple[float, float] = (-1.0, -math.inf)
+        self.record: EpochRecord | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        key = (record.val_acc, -record.val_loss)
+        if key > self.key:
+            self.key, self.record = key, record
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
+
+    def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None:
+        if self.state is not None:
+            trainer.model.load_state_dict(self.state)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def class_weights(labels: Sequence[int], n_classes: int, mode: str) -> torch.Tensor | None:
+    """Balanced weights (scikit-learn's formula) when asked, or when ``auto`` sees imbalance."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    present = counts[counts > 0]
+    if mode == "none" or (mode == "auto" and present.max() / present.min() <= IMBALANCE_FOR_WEIGHTS):
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.flatnonzero(counts)
+    weights = np.ones(n_classes)
+    weights[classes] = compute_class_weight("balanced", classes=classes, y=np.asarray(labels))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up from 10% then cosine decay to zero, per step (torch's schedulers)."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    total_steps = max(total_steps, 1)
+    warmup_steps = min(warmup_steps, total_steps - 1)
+    cosine = CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup_steps, 1))
+    if warmup_steps <= 0:
+        return cosine
+    warm = LinearLR(optimizer, start_factor=0.1, total_iters=warmup_steps)
+    return SequentialLR(optimizer, [warm, cosine], milestones=[warmup_steps])
+
+
+class Trainer:
+    """Runs ``cfg``'s phases on ``model``. Create one per run."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: list[LayerGroup],
+        cfg: TrainConfig,
+        dataset: Dataset,
+        data_config: dict[str, Any],
+        device: DeviceSetup,
+        callbacks: Sequence[Callback] = (),
+    ):
+        self.cfg = cfg.resolved()
+        self.model = model
+        self.groups = groups
+        self.dataset = dataset
+        self.data_config = data_config
+        self.device = device
+        self.callbacks = list(callbacks)
+        self.phases = plan_phases(self.cfg, groups)
+        self.should_stop = False
+        self.stop_reason = "completed"
+        self._end_phase = False
+        self.epoch = 0
+        self.phase: Phase | None = None
+        self.units_done = 0.0
+        self.units_total = 1.0
+        self.history: list[EpochRecord] = []
+        labels = [label for _, label in dataset.items["train"]]
+        weights = class_weights(labels, len(dataset.classes), self.cfg.class_weights)
+        self.criterion = nn.CrossEntropyLoss(
+            weight=weights.to(device.device) if weights is not None else None,
+            label_smoothing=self.cfg.label_smoothing,
+        )
+
+    # -- control, used by callbacks ---------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        self.should_stop = True
+        self.stop_reason = reason
+
+    def end_phase_early(self) -> None:
+        """Early stopping: move on to the next phase, or finish if this was the last."""
+        self._end_phase = True
+        if self.phase is self.phases[-1]:
+            self.request_stop("early-stopped")
+
+    @property
+    def progress(self) -> float:
+        return min(self.units_done / self.units_total, 1.0)
+
+    @property
+    def epochs_total(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def _fire(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    # -- data -------------------------------------------------------------------------------------
+    def _loader(self, split: str, training: bool) -> DataLoader:
+        transform = (
+            train_transform(self.data_config, self.cfg.augment)
+            if training
+            else eval_transform(self.data_config)
+        )
+        size = self.data_config["input_size"][-1]
+        ds = ImageDataset(self.dataset.items[split], transform, draft_size=size)
+        workers = self.cfg.workers if self.cfg.workers is not None else 0
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        return DataLoader(
+            ds,
+            batch_size=self.cfg.batch_size,
+            shuffle=training,
+            num_workers=workers,
+            pin_memory=self.device.pin_memory,
+            generator=generator,
+            persistent_workers=workers > 0,
+        )
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.device.channels_last else x
+
+    def _autocast(self) -> Any:
+        if self.device.amp_dtype is None:
+            return torch.autocast(self.device.device, enabled=False)
+        return torch.autocast(self.device.device, dtype=self.device.amp_dtype)
+
+    def _check_loss(self, loss: torch.Tensor, lr: float) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"The loss became {loss.item()} at epoch {self.epoch + 1}: training diverged. "
+                f"Lower the learning rate (it was {lr:.2g}; try {lr / 10:.2g})."
+            )
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        start = time.perf_counter()
+        self.model.to(self.device.device)
+        if self.device.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._fire("on_fit_start")
+        try:
+            if self.cfg.uses_feature_cache:
+                self._fit_cached()
+            else:
+                self._fit_full()
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise TrainingFailed(self._oom_message("GPU")) from exc
+        except (MemoryError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "can't allocate memory" not in str(exc):
+                raise
+            raise TrainingFailed(self._oom_message("RAM")) from exc
+        result = self._result(time.perf_counter() - start)
+        self._fire("on_fit_end", result)
+        return result
+
+    def _oom_message(self, where: str) -> str:
+        smaller = max(1, self.cfg.batch_size // 2)
+        return (
+            f"Ran out of {where} memory at batch size {self.cfg.batch_size}. Try batch size "
+            f"{smaller}, a smaller image size, or a smaller backbone."
+        )
+
+    def _result(self, wall_s: float) -> TrainResult:
+        best = max(self.history, key=lambda r: (r.val_acc, -r.val_loss), default=None)
+        params = report(self.model, self.groups)
+        trainable = max((r.trainable_params for r in self.history), default=sum(p.trainable for p in params))
+        status = self.stop_reason
+        if status == "early-stopped" and len(self.history) >= self.epochs_total:
+            status = "completed"  # patience ran out on the very last epoch: nothing was cut
+        return TrainResult(
+            status=status,
+            best_val_acc=best.val_acc if best else 0.0,
+            best_val_loss=best.val_loss if best else math.nan,
+            best_epoch=best.epoch if best else 0,
+            epochs_run=len(self.history),
+            wall_s=wall_s,
+            trainable_params=trainable,
+            total_params=sum(p.total for p in params),
+            device=self.device.label,
+            feature_cache=self.cfg.uses_feature_cache,
+            history=list(self.history),
+        )
+
+    def _record(
+        self, phase: Phase, tr_loss: float, tr_acc: float, va_loss: float, va_acc: float, lr: float, t0: float
+    ) -> None:
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        record = EpochRecord(
+            epoch=self.epoch,
+            phase=phase.name,
+            train_loss=tr_loss,
+            train_acc=tr_acc,
+            val_loss=va_loss,
+            val_acc=va_acc,
+            lr=lr,
+            seconds=time.perf_counter() - t0,
+            trainable_params=trainable,
+        )
+        self.history.append(record)
+        self._fire("on_epoch_end", record)
+
+    def _phases(self):
+        """Yield phases in order, honouring stop and early-stop requests."""
+        for phase in self.phases:
+            if self.should_stop:
+                return
+            self.phase, self._end_phase = phase, False
+            self._fire("on_phase_start", phase)
+            yield phase
+
+    def _epochs(self, phase: Phase):
+        for _ in range(phase.epochs):
+            if self.should_stop or self._end_phase:
+                return
+            self.epoch += 1
+            yield time.perf_counter()
+
+    # -- full forward/backward path ---------------------------------------------------------------
+    def _fit_full(self) -> None:
+        train_loader = self._loader("train", training=True)
+        val_loader = self._loader("val", training=False)
+        n_batches = len(train_loader) + len(val_loader)
+        self.units_total = float(self.epochs_total * n_batches)
+        scaler = torch.amp.GradScaler(enabled=self.device.amp_dtype == torch.float16)
+        for phase in self._phases():
+            set_trainable(self.model, self.groups, phase.trainable, self.cfg.train_bn)
+            frozen_bn = (
+                [] if self.cfg.train_bn else frozen_bn_modules(self.model, self.groups, phase.trainable)
+            )
+            optimizer = torch.optim.AdamW(
+                optimizer_param_groups(self.model, self.groups, phase.lrs, self.cfg.weight_decay)
+            )
+            steps = phase.epochs * len(train_loader)
+            scheduler = _scheduler(optimizer, steps, warmup_steps=min(len(train_loader), steps // 5))
+            for t0 in self._epochs(phase):
+                self.model.train()
+                for m in frozen_bn:
+                    m.eval()
+                total_loss, correct, seen = 0.0, 0, 0
+                lr = optimizer.param_groups[0]["lr"]
+                for x, y in train_loader:
+                    x, y = self._to_device(x), y.to(self.device.device, non_blocking=True)
+                    with self._autocast():
+                        logits = self.model(x)
+                        loss = self.criterion(logits.float(), y)
+                    self._check_loss(loss, optimizer.param_groups[0]["lr"])
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    total_loss += loss.item() * len(y)
+                    correct += (logits.argmax(1) == y).sum().item()
+                    seen += len(y)
+                    self.units_done += 1
+                    self._fire("on_batch_end")
+                    if self.should_stop:
+                        return
+                va_loss, va_acc = self._evaluate_loader(val_loader)
+                if self.should_stop:
+                    return
+                self._record(
+                    phase, total_loss / max(seen, 1), correct / max(seen, 1), va_loss, va_acc, lr, t0
+                )
+
+    @torch.no_grad()
+    def _evaluate_loader(self, loader: DataLoader) -> tuple[float, float]:
+        self.model.eval()
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in loader:
+            x, y = self._to_device(x), y.to(self.device.device, non_blocking=True)
+            with self._autocast():
+                logits = self.model(x).float()
+            total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            self.units_done += 1
+            self._fire("on_batch_end")
+            if self.should_stop:
+                break
+        return total_loss / max(seen, 1), correct / max(seen, 1)
+
+    # -- cached-feature fast path -----------------------------------------------------------------
+    @torch.no_grad()
+    def extract_features(self, split: str, units_per_batch: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled pre-logit features of ``split`` (what the classifier sees), on the device."""
+        loader = self._loader(split, training=False)
+        self.model.eval()
+        feats, labels = [], []
+        for i, (x, y) in enumerate(loader):
+            with self._autocast():
+                f = self.model.forward_head(self.model.forward_features(self._to_device(x)), pre_logits=True)
+            feats.append(f.float())
+            labels.append(y.to(self.device.device))
+            self.units_done += units_per_batch
+            self._fire("on_stage", f"caching {split} features", i + 1, len(loader))
+            if self.should_stop:
+                break
+        return torch.cat(feats), torch.cat(labels)
+
+    def _fit_cached(self) -> None:
+        n_train = math.ceil(len(self.dataset.items["train"]) / self.cfg.batch_size)
+        n_val = math.ceil(len(self.dataset.items["val"]) / self.cfg.batch_size)
+        self.units_total = n_train + n_val + self.epochs_total * n_train * _HEAD_BATCH_COST
+        set_trainable(self.model, self.groups, ["head"])
+        train_x, train_y = self.extract_features("train")
+        if self.should_stop:
+            return
+        val_x, val_y = self.extract_features("val")
+        if self.should_stop:
+            return
+        head = self.model.get_submodule(classifier_name(self.model))
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        for phase in self._phases():
+            optimizer = torch.optim.AdamW(
+                head.parameters(), lr=phase.lrs["head"], weight_decay=self.cfg.weight_decay
+            )
+            scheduler = _scheduler(optimizer, phase.epochs * n_train, warmup_steps=n_train)
+            for t0 in self._epochs(phase):
+                head.train()
+                lr = optimizer.param_groups[0]["lr"]
+                order = torch.randperm(len(train_y), generator=generator).to(train_y.device)
+                total_loss, correct = 0.0, 0
+                for idx in order.split(self.cfg.batch_size):
+                    logits = head(train_x[idx])
+                    loss = self.criterion(logits, train_y[idx])
+                    self._check_loss(loss, optimizer.param_groups[0]["lr"])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    total_loss += loss.item() * len(idx)
+                    correct += (logits.argmax(1) == train_y[idx]).sum().item()
+                    self.units_done += _HEAD_BATCH_COST
+                    self._fire("on_batch_end")
+                    if self.should_stop:
+                        return
+                head.eval()
+                with torch.no_grad():
+                    val_logits = head(val_x)
+                    va_loss = nn.functional.cross_entropy(val_logits, val_y).item()
+                    va_acc = (val_logits.argmax(1) == val_y).float().mean().item()
+                n = len(train_y)
+                self._record(phase, total_loss / n, correct / n, va_loss, va_acc, lr, t0)
