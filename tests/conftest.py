@@ -20,10 +20,14 @@ TINY_MODEL = "test_efficientnet"
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220)}
 
 
-def write_image(path: Path, color: tuple[int, int, int], seed: int, size: int = 40, fmt: str | None = None) -> Path:
+def write_image(
+    path: Path, color: tuple[int, int, int], seed: int, size: int = 40, fmt: str | None = None
+) -> Path:
     """A solid-ish colour image with noise, so classes are learnable but not identical."""
     rng = np.random.default_rng(seed)
-    arr = np.clip(np.array(color)[None, None, :] + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    arr = np.clip(np.array(color)[None, None, :] + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(
+        np.uint8
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path, format=fmt)
     return path

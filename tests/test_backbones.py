@@ -31,7 +31,9 @@ def test_catalog_covers_the_families() -> None:
     assert {"ResNet", "EfficientNet", "EfficientNet-Lite", "MobileNetV3", "ConvNeXt", "ViT"} <= families
     assert {"convnext_tiny", "vit_small_patch16_224", "resnet18", "mobilenetv3_large_100"} <= set(BACKBONES)
     assert [s.name for s in list_backbones("efficientnet_lite*")] == [
-        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
     ]
 
 
@@ -55,13 +57,13 @@ def test_unknown_backbone_is_a_clear_error() -> None:
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
 def test_bundled_weights_are_really_pretrained(name: str) -> None:
     """The positional map is right only if a photo of a cat comes out as a cat."""
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     assert resolve_weights(get_spec(name), "auto") == "bundled"
     model, info = create_backbone(name, num_classes=1000, weights="bundled")
     # The new-head init replaced the ImageNet classifier; restore it from the package file.
-    from tl_core.backbones import read_state_dict, bundled_weights_path
+    from tl_core.backbones import bundled_weights_path, read_state_dict
 
     load_weights(model, read_state_dict(bundled_weights_path(get_spec(name))), "bundled")
     model.eval()
@@ -109,18 +111,24 @@ def test_file_weights_refuse_pickled_objects(tmp_path: Path) -> None:
 
     (tmp_path / "evil.pth").write_bytes(pickle.dumps({"weight": Payload()}))
     with pytest.raises(WeightsUnavailable, match="Refused.*unpickling arbitrary objects"):
-        create_backbone(TINY_MODEL, num_classes=2, weights=f"file:{tmp_path / 'evil.pth'}", catalog_only=False)
+        create_backbone(
+            TINY_MODEL, num_classes=2, weights=f"file:{tmp_path / 'evil.pth'}", catalog_only=False
+        )
 
 
 def test_file_weights_for_another_architecture(tmp_path: Path) -> None:
     save_file(timm.create_model("test_resnet").state_dict(), tmp_path / "other.safetensors")
     with pytest.raises(WeightsUnavailable, match="different architecture"):
-        create_backbone(TINY_MODEL, num_classes=2, weights=f"file:{tmp_path / 'other.safetensors'}", catalog_only=False)
+        create_backbone(
+            TINY_MODEL, num_classes=2, weights=f"file:{tmp_path / 'other.safetensors'}", catalog_only=False
+        )
 
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(WeightsUnavailable, match="not found"):
-        create_backbone(TINY_MODEL, num_classes=2, weights=f"file:{tmp_path / 'no.safetensors'}", catalog_only=False)
+        create_backbone(
+            TINY_MODEL, num_classes=2, weights=f"file:{tmp_path / 'no.safetensors'}", catalog_only=False
+        )
 
 
 def test_data_config_comes_from_the_model_and_size_overrides() -> None:

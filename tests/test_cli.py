@@ -11,7 +11,9 @@ import pytest
 
 def cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"TL_STUDIO_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "tl_core.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tl_core.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_train_json_summary_is_the_last_stdout_line(tmp_path: Path, color_folders: Path) -> None:
@@ -19,15 +21,28 @@ def test_train_json_summary_is_the_last_stdout_line(tmp_path: Path, color_folder
     out = cli("train", str(color_folders), "--image-size", "64", "--epochs", "10", "--json", home=tmp_path)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    for key in ("run_id", "run_dir", "strategy", "backbone", "best_val_acc", "epochs_run", "wall_s",
-                "trainable_params", "total_params", "device", "dataset"):
+    for key in (
+        "run_id",
+        "run_dir",
+        "strategy",
+        "backbone",
+        "best_val_acc",
+        "epochs_run",
+        "wall_s",
+        "trainable_params",
+        "total_params",
+        "device",
+        "dataset",
+    ):
         assert key in summary
     assert summary["backbone"] == "efficientnet_lite0" and summary["strategy"] == "feature-extraction"
     assert summary["weights"].startswith("bundled") and summary["device"] == "cpu"
     assert summary["epochs_run"] == 10 and summary["trainable_params"] == 1280 * 3 + 3
     assert summary["dataset"]["classes"] == ["blue", "green", "red"]
     assert summary["dataset"]["n_train"] + summary["dataset"]["n_val"] == 36
-    assert summary["dataset"]["skipped"] == [{"path": "red/broken.jpg", "reason": "not an image Pillow can read"}]
+    assert summary["dataset"]["skipped"] == [
+        {"path": "red/broken.jpg", "reason": "not an image Pillow can read"}
+    ]
     assert summary["best_val_acc"] > 0.7  # chance is 0.33
     assert Path(summary["run_dir"], "best.safetensors").is_file()
     assert Path(summary["run_dir"]).parent == tmp_path / "runs"
@@ -35,6 +50,11 @@ def test_train_json_summary_is_the_last_stdout_line(tmp_path: Path, color_folder
 
     listed = cli("runs", "--json", home=tmp_path)
     assert json.loads(listed.stdout)[0]["run_id"] == summary["run_id"]
+    image = str(next((color_folders / "green").glob("*.png")))
+    pred = cli("predict", summary["run_id"], image, "--json", home=tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    top = json.loads(pred.stdout)[image]
+    assert len(top) == 3 and {t["label"] for t in top} == {"red", "green", "blue"}
 
 
 @pytest.mark.parametrize(

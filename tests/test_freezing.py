@@ -16,7 +16,14 @@ from tl_core.freezing import (
     top_groups,
 )
 
-MODELS = ["test_efficientnet", "test_resnet", "test_vit", "test_convnext", "efficientnet_lite0", "mobilenetv3_small_100"]
+MODELS = [
+    "test_efficientnet",
+    "test_resnet",
+    "test_vit",
+    "test_convnext",
+    "efficientnet_lite0",
+    "mobilenetv3_small_100",
+]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -30,7 +37,9 @@ def test_groups_run_stem_to_head_and_cover_every_parameter_once(name: str) -> No
     assert sorted(listed) == sorted(n for n, _ in model.named_parameters())
     assert len(listed) == len(set(listed))
     head_module = model.get_classifier()
-    assert sum(report(model, groups)[-1].total for _ in [0]) == sum(p.numel() for p in head_module.parameters())
+    assert sum(report(model, groups)[-1].total for _ in [0]) == sum(
+        p.numel() for p in head_module.parameters()
+    )
 
 
 def test_pretrained_neck_joins_the_last_stage() -> None:

@@ -11,7 +11,9 @@ from tl_core.images import ImageProblem, load_rgb
 
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "I;16", "I", "F", "1"])
 def test_every_mode_loads_as_rgb(tmp_path: Path, mode: str) -> None:
-    img = Image.fromarray(np.arange(64 * 48, dtype=np.uint8).reshape(48, 64)).convert(mode if mode not in ("I;16",) else "I")
+    img = Image.fromarray(np.arange(64 * 48, dtype=np.uint8).reshape(48, 64)).convert(
+        mode if mode not in ("I;16",) else "I"
+    )
     if mode == "I;16":
         img = Image.fromarray((np.arange(64 * 48).reshape(48, 64) * 20).astype(np.uint16))
     ext = {"CMYK": "jpg", "F": "tiff", "I": "tiff", "1": "bmp"}.get(mode, "png")
@@ -65,7 +67,9 @@ def test_unusable_files_have_reasons(tmp_path: Path, content: bytes, reason: str
 
 def test_truncated_jpeg_is_reported(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(tmp_path / "full.jpg", quality=95)
+    Image.fromarray(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(
+        tmp_path / "full.jpg", quality=95
+    )
     data = (tmp_path / "full.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageProblem, match="truncated"):

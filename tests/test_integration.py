@@ -16,7 +16,10 @@ def test_pretrained_lite0_learns_digits_through_the_cli(tmp_path: Path) -> None:
     env = os.environ | {"TL_STUDIO_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "tl_core.cli", "train", "digits", "--json"],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])

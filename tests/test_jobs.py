@@ -15,7 +15,9 @@ from tl_core.runs import Run
 
 
 def tiny(data: Path, **kw) -> TrainConfig:
-    base = dict(data=str(data), backbone=TINY_MODEL, weights="none", catalog_only=False, image_size=32, batch_size=4)
+    base = dict(
+        data=str(data), backbone=TINY_MODEL, weights="none", catalog_only=False, image_size=32, batch_size=4
+    )
     return TrainConfig(**(base | kw))
 
 
@@ -38,7 +40,14 @@ def test_job_runs_in_background_and_writes_its_run_folder(tmp_path: Path, color_
     assert snap.result["epochs_run"] == 3 and snap.progress == 1.0
     run = Run(snap.run_dir)
     files = {p.name for p in run.dir.iterdir()}
-    assert {"config.json", "metrics.jsonl", "status.json", "best.safetensors", "labels.json", "data_config.json"} <= files
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "status.json",
+        "best.safetensors",
+        "labels.json",
+        "data_config.json",
+    } <= files
     assert not [f for f in files if f.startswith(".")]  # no temp files left behind
     assert json.loads(run.labels_path.read_text()) == ["blue", "green", "red"]
     assert [m["epoch"] for m in run.metrics()] == [1, 2, 3]
@@ -117,3 +126,18 @@ def test_jobs_are_visible_from_any_thread(tmp_path: Path, color_folders: Path) -
     t.start()
     t.join()
     assert seen == ["completed"]
+
+
+def test_finished_run_reloads_and_predicts(tmp_path: Path, color_folders: Path) -> None:
+    from tl_core.inference import load_run_model, predict
+
+    manager = JobManager(tmp_path / "runs")
+    snap = manager.wait(manager.submit(tiny(color_folders, epochs=20, lr=3e-2)), timeout=60)
+    loaded = load_run_model(snap.run_dir)
+    assert loaded.labels == ["blue", "green", "red"]
+    top = predict(loaded, next((color_folders / "red").glob("*.png")), top_k=2)
+    assert len(top) == 2 and top[0][1] >= top[1][1]
+    assert (
+        abs(sum(p for _, p in predict(loaded, next((color_folders / "red").glob("*.png")), top_k=3)) - 1)
+        < 1e-4
+    )

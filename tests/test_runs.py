@@ -20,7 +20,12 @@ def test_create_list_and_reload(tmp_path: Path) -> None:
     listed = RunStore(tmp_path).list()  # a "new process" view of the same folder
     assert {r.run_id for r in listed} == {a.id, b.id}
     summary = {r.run_id: r for r in listed}[b.id]
-    assert (summary.status, summary.best_val_acc, summary.epochs_run, summary.strategy) == ("completed", 0.9, 4, "gradual")
+    assert (summary.status, summary.best_val_acc, summary.epochs_run, summary.strategy) == (
+        "completed",
+        0.9,
+        4,
+        "gradual",
+    )
     assert store.get(a.id).dir == a.dir
     with pytest.raises(TLError):
         store.get("../../etc")

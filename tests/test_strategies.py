@@ -63,8 +63,14 @@ def test_from_scratch_forces_random_weights_and_rejects_pretrained() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("strategy", "yolo", "Unknown strategy"), ("lr", 5.0, "learning rate"), ("augment", "max", "augment"),
-     ("epochs", -1, "epochs"), ("batch_size", 0, "batch size"), ("image_size", 8, "image size")],
+    [
+        ("strategy", "yolo", "Unknown strategy"),
+        ("lr", 5.0, "learning rate"),
+        ("augment", "max", "augment"),
+        ("epochs", -1, "epochs"),
+        ("batch_size", 0, "batch size"),
+        ("image_size", 8, "image size"),
+    ],
 )
 def test_bad_settings_are_clear_errors(field: str, value, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -26,12 +26,21 @@ from tl_core.training import (
 
 
 def make_trainer(data: Path, callbacks=(), **kw) -> Trainer:
-    cfg = TrainConfig(data=str(data), backbone=TINY_MODEL, weights="none", catalog_only=False, image_size=32,
-                      batch_size=8, **kw)
+    cfg = TrainConfig(
+        data=str(data),
+        backbone=TINY_MODEL,
+        weights="none",
+        catalog_only=False,
+        image_size=32,
+        batch_size=8,
+        **kw,
+    )
     seed_everything(cfg.seed)
     dataset = scan_dataset(data, seed=cfg.seed)
     model, info = create_backbone(TINY_MODEL, len(dataset.classes), "none", 32, catalog_only=False)
-    return Trainer(model, layer_groups(model), cfg, dataset, info.data_config, detect_device("cpu"), callbacks)
+    return Trainer(
+        model, layer_groups(model), cfg, dataset, info.data_config, detect_device("cpu"), callbacks
+    )
 
 
 class Recorder(Callback):
@@ -85,7 +94,9 @@ def test_frozen_batchnorm_statistics_stay_put(color_folders: Path) -> None:
 
 
 def test_train_bn_updates_batchnorm(color_folders: Path) -> None:
-    trainer = make_trainer(color_folders, strategy="feature-extraction", augment="light", epochs=1, train_bn=True)
+    trainer = make_trainer(
+        color_folders, strategy="feature-extraction", augment="light", epochs=1, train_bn=True
+    )
     before = trainer.model.bn1.running_mean.clone()
     trainer.fit()
     assert not torch.equal(trainer.model.bn1.running_mean, before)
@@ -147,8 +158,9 @@ def test_stop_event_acts_within_one_batch(color_folders: Path, strategy: str) ->
 
 def test_early_stopping_and_best_weights(color_folders: Path) -> None:
     best = BestWeights()
-    trainer = make_trainer(color_folders, [EarlyStopping(patience=2), best], strategy="feature-extraction",
-                           epochs=200, lr=0.5)
+    trainer = make_trainer(
+        color_folders, [EarlyStopping(patience=2), best], strategy="feature-extraction", epochs=200, lr=0.5
+    )
     result = trainer.fit()
     assert result.status == "early-stopped" and result.epochs_run < 200
     assert result.best_epoch == best.record.epoch
@@ -169,3 +181,29 @@ def test_imbalanced_data_trains_with_weighted_loss(tmp_path: Path) -> None:
     data = make_class_folders(tmp_path / "imb", {"red": 30, "blue": 6})
     trainer = make_trainer(data, strategy="feature-extraction", epochs=2)
     assert trainer.criterion.weight is not None
+
+
+def test_feature_cache_is_reused_and_invalidated_by_file_changes(color_folders: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "features"
+
+    def run() -> tuple[list[str], object]:
+        rec = Recorder()
+        trainer = make_trainer(color_folders, [rec], strategy="feature-extraction", epochs=3)
+        trainer.feature_cache_dir, trainer.weights_id = cache, "random-seed-0"
+        return rec.events, trainer.fit()
+
+    first_events, first = run()
+    assert "stage:caching train features" in first_events
+    assert len(list(cache.glob("*.safetensors"))) == 2  # train and val
+    second_events, second = run()
+    assert "stage:loaded cached train features" in second_events
+    assert "stage:caching train features" not in second_events
+    assert [r.val_loss for r in second.history] == pytest.approx([r.val_loss for r in first.history])
+    # Touching one image changes the key: features are recomputed, not served stale.
+    victim = next((color_folders / "red").glob("*.png"))
+    victim.write_bytes(victim.read_bytes())
+    import os
+
+    os.utime(victim, ns=(1, 1))
+    third_events, _ = run()
+    assert any(e.startswith("stage:caching") for e in third_events)

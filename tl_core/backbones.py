@@ -251,6 +251,44 @@ def resolve_weights(spec: BackboneSpec, weights: str = "auto") -> str:
     )
 
 
+def check_weights(name: str, weights: str = "auto", catalog_only: bool = True) -> None:
+    """Fail fast, before a job queues and scans data, on weights that surely can't load."""
+    if weights.startswith("file:"):
+        path = Path(weights.removeprefix("file:")).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailable(f"Weights file not found: {path}")
+        return
+    if name not in BACKBONES and not catalog_only:
+        return
+    spec = get_spec(name)
+    if resolve_weights(spec, weights) == "hub" and hub_cached_file(spec) is None and _hub_offline():
+        raise WeightsUnavailable(
+            f"Pretrained weights for {name} are not cached and this machine is offline. While "
+            f"online, run `tl-studio prefetch {name}`, or pick an offline backbone (efficientnet_lite0)."
+        )
+
+
+def _hub_offline(timeout: float = 3.0) -> bool:
+    """True when downloads can't work: offline mode, or the hub's host doesn't answer.
+
+    Without this probe, huggingface_hub retries for ~50 s before giving up on a machine with
+    no network, which looks like a hang to someone in a workshop.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return False
+    except OSError:
+        return True
+
+
 def prefetch(name: str) -> Path:
     """Download ``name``'s hub weights into the local cache (for a workshop about to go offline)."""
     spec = get_spec(name)
@@ -262,6 +300,11 @@ def prefetch(name: str) -> Path:
     cached = hub_cached_file(spec)
     if cached:
         return cached
+    if _hub_offline():
+        raise WeightsUnavailable(
+            f"Could not download {spec.hub_name}: the Hugging Face hub can't be reached from here "
+            "(offline, or HF_HUB_OFFLINE is set). Run prefetch on a machine with network access."
+        )
     from huggingface_hub import hf_hub_download
     from timm.models import get_pretrained_cfg
 
@@ -376,6 +419,8 @@ class BackboneInfo:
     weights_detail: str
     num_classes: int
     data_config: dict[str, Any]
+    model_kwargs: dict[str, Any]
+    """Extra ``timm.create_model`` arguments used, to rebuild the same architecture later."""
 
 
 def create_backbone(
@@ -407,6 +452,8 @@ def create_backbone(
     if source == "hub":
         assert spec is not None
         cached = hub_cached_file(spec)
+        if cached is None:
+            check_weights(name, "hub")
         try:
             overlay = {"file": str(cached)} if cached else None
             model = timm.create_model(
@@ -456,5 +503,6 @@ def create_backbone(
         weights_detail=detail,
         num_classes=num_classes,
         data_config=data_config,
+        model_kwargs=kwargs,
     )
     return model, info

@@ -18,10 +18,16 @@ def training_curves(history: Sequence[dict[str, Any]]) -> go.Figure:
         for col, metric in ((1, "loss"), (2, "acc")):
             fig.add_trace(
                 go.Scatter(
-                    x=epochs, y=[h[f"{split}_{metric}"] for h in history], mode="lines+markers",
-                    name=label, legendgroup=split, showlegend=col == 1, line=styles[split],
+                    x=epochs,
+                    y=[h[f"{split}_{metric}"] for h in history],
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=split,
+                    showlegend=col == 1,
+                    line=styles[split],
                 ),
-                row=1, col=col,
+                row=1,
+                col=col,
             )
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(rangemode="tozero", row=1, col=1)

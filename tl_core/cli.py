@@ -57,6 +57,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list saved runs")
     p.add_argument("--runs-dir")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("predict", help="classify images with a finished run's best model")
+    p.add_argument("run", help="run id (see `tl-studio runs`) or run folder")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--runs-dir")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("prefetch", help="download hub weights into the cache before going offline")
     p.add_argument("names", nargs="+", metavar="NAME")
     p = sub.add_parser("app", help="start the Streamlit app")
@@ -241,6 +247,27 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .images import ImageProblem
+    from .inference import load_run_model, predict
+    from .runs import Run, RunStore
+
+    run = Run(args.run) if Path(args.run).is_dir() else RunStore(args.runs_dir).get(args.run)
+    loaded = load_run_model(run)
+    results = {}
+    for image in args.images:
+        try:
+            results[image] = predict(loaded, image, args.top_k)
+        except ImageProblem as exc:
+            raise TLError(f"{image}: {exc}") from exc
+    if args.json:
+        print(json.dumps({k: [{"label": lbl, "p": p} for lbl, p in v] for k, v in results.items()}))
+    else:
+        for image, top in results.items():
+            print(f"{image}: " + ", ".join(f"{lbl} {p:.1%}" for lbl, p in top))
+    return 0
+
+
 def _prefetch(args: argparse.Namespace) -> int:
     from .backbones import prefetch
 
@@ -268,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "backbones": _backbones,
         "datasets": _datasets,
         "runs": _runs,
+        "predict": _predict,
         "prefetch": _prefetch,
         "app": _app,
     }

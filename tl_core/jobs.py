@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backbones import create_backbone, get_spec
+from .backbones import check_weights, create_backbone
 from .config import TrainConfig
 from .data import scan_dataset
 from .devices import detect_device
 from .errors import TLError
 from .freezing import layer_groups
+from .paths import cache_root
 from .runs import Run, RunStore
 from .training import (
     BestWeights,
@@ -181,7 +182,17 @@ def _execute(job: Job) -> TrainResult:
     callbacks: list[Callback] = [StopOnEvent(job.stop_event), best, _JobProgress(job)]
     if cfg.patience:
         callbacks.insert(1, EarlyStopping(cfg.patience))
-    trainer = Trainer(model, layer_groups(model), cfg, dataset, info.data_config, device, callbacks)
+    trainer = Trainer(
+        model,
+        layer_groups(model),
+        cfg,
+        dataset,
+        info.data_config,
+        device,
+        callbacks,
+        feature_cache_dir=cache_root() / "features" if info.weights != "none" else None,
+        weights_id=info.weights_detail,
+    )
     result = trainer.fit()
     if result.epochs_run:
         meta = {
@@ -211,8 +222,7 @@ class JobManager:
     def submit(self, config: TrainConfig, runs_dir: str | Path | None = None) -> str:
         """Validate ``config``, create its run folder, queue it; return an unguessable job id."""
         cfg = config.resolved()
-        if cfg.catalog_only:
-            get_spec(cfg.backbone)
+        check_weights(cfg.backbone, cfg.weights, cfg.catalog_only)
         device_key = detect_device(cfg.device).device
         store = RunStore(runs_dir) if runs_dir else self.store
         run = store.create(cfg.to_dict())

@@ -8,12 +8,16 @@ trains the head on the cache: epochs then cost milliseconds instead of full forw
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import random
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +31,7 @@ from .data import Dataset
 from .devices import DeviceSetup
 from .errors import DatasetError, TrainingFailed
 from .freezing import LayerGroup, frozen_bn_modules, optimizer_param_groups, report, set_trainable
+from .fsutil import write_atomic
 from .images import ImageProblem, load_rgb
 from .preprocessing import eval_transform, train_transform
 from .strategies import Phase, plan_phases
@@ -211,8 +216,17 @@ class Trainer:
         data_config: dict[str, Any],
         device: DeviceSetup,
         callbacks: Sequence[Callback] = (),
+        feature_cache_dir: Path | None = None,
+        weights_id: str = "",
     ):
+        """Args:
+        feature_cache_dir: keep cached backbone features here across runs, so trying another
+            head LR on the same data and backbone skips the expensive forward passes.
+        weights_id: identifies the pretrained weights in the cache key.
+        """
         self.cfg = cfg.resolved()
+        self.feature_cache_dir = feature_cache_dir
+        self.weights_id = weights_id
         self.model = model
         self.groups = groups
         self.dataset = dataset
@@ -446,9 +460,40 @@ class Trainer:
         return total_loss / max(seen, 1), correct / max(seen, 1)
 
     # -- cached-feature fast path -----------------------------------------------------------------
+    def _feature_key(self, split: str) -> str:
+        """Changes whenever the features could: weights, preprocessing, device or any file."""
+        digest = hashlib.sha256()
+        ident = [
+            self.cfg.backbone,
+            self.weights_id,
+            self.data_config,
+            self.cfg.model_kwargs,
+            self.device.device,
+        ]
+        digest.update(json.dumps(ident, sort_keys=True, default=str).encode())
+        for path, label in self.dataset.items[split]:
+            st = os.stat(path)
+            digest.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return f"{split}-{digest.hexdigest()[:32]}"
+
     @torch.no_grad()
-    def extract_features(self, split: str, units_per_batch: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def extract_features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled pre-logit features of ``split`` (what the classifier sees), on the device."""
+        n_batches = math.ceil(len(self.dataset.items[split]) / self.cfg.batch_size)
+        cache_file = None
+        if self.feature_cache_dir is not None:
+            cache_file = self.feature_cache_dir / f"{self._feature_key(split)}.safetensors"
+            if cache_file.exists():
+                from safetensors.torch import load_file
+
+                try:
+                    cached = load_file(str(cache_file), device=self.device.device)
+                except Exception:  # a damaged cache entry is recomputed, never fatal
+                    cache_file.unlink(missing_ok=True)
+                else:
+                    self.units_done += n_batches
+                    self._fire("on_stage", f"loaded cached {split} features", n_batches, n_batches)
+                    return cached["features"], cached["labels"]
         loader = self._loader(split, training=False)
         self.model.eval()
         feats, labels = [], []
@@ -457,11 +502,17 @@ class Trainer:
                 f = self.model.forward_head(self.model.forward_features(self._to_device(x)), pre_logits=True)
             feats.append(f.float())
             labels.append(y.to(self.device.device))
-            self.units_done += units_per_batch
+            self.units_done += 1
             self._fire("on_stage", f"caching {split} features", i + 1, len(loader))
             if self.should_stop:
                 break
-        return torch.cat(feats), torch.cat(labels)
+        out = torch.cat(feats), torch.cat(labels)
+        if cache_file is not None and not self.should_stop:
+            from safetensors.torch import save
+
+            blob = save({"features": out[0].cpu().contiguous(), "labels": out[1].cpu().contiguous()})
+            write_atomic(cache_file, blob)
+        return out
 
     def _fit_cached(self) -> None:
         n_train = math.ceil(len(self.dataset.items["train"]) / self.cfg.batch_size)
