@@ -122,7 +122,7 @@ def set_trainable(
     unknown = wanted - set(group_names(groups))
     if unknown:
         raise ValueError(f"Unknown layer group(s): {', '.join(sorted(unknown))}")
-    bn_params = _bn_param_names(model) if train_bn else set()
+    bn_params = bn_param_names(model) if train_bn else set()
     params = dict(model.named_parameters())
     for g in groups:
         for n in g.params:
@@ -130,7 +130,7 @@ def set_trainable(
     return report(model, groups)
 
 
-def _bn_param_names(model: nn.Module) -> set[str]:
+def bn_param_names(model: nn.Module) -> set[str]:
     return {
         f"{mod_name}.{p_name}" if mod_name else p_name
         for mod_name, mod in model.named_modules()

@@ -21,6 +21,7 @@ from .config import TrainConfig
 from .data import scan_dataset
 from .devices import detect_device
 from .errors import TLError
+from .evaluation import predictions_frame, save_predictions
 from .freezing import layer_groups
 from .paths import cache_root
 from .runs import Run, RunStore
@@ -195,6 +196,9 @@ def _execute(job: Job) -> TrainResult:
     )
     result = trainer.fit()
     if result.epochs_run:
+        job.update(stage="evaluating")
+        probs = trainer.predict("val").numpy()
+        save_predictions(run, predictions_frame(dataset.items["val"], probs, dataset.classes))
         meta = {
             "backbone": cfg.backbone,
             "classes": ",".join(dataset.classes),

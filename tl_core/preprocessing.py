@@ -10,7 +10,7 @@ from typing import Any
 
 from torchvision.transforms import Compose
 
-_PRESETS: dict[str, dict[str, Any]] = {
+AUGMENT_KWARGS: dict[str, dict[str, Any]] = {
     "light": {"scale": (0.6, 1.0), "hflip": 0.5, "color_jitter": 0.1, "auto_augment": None, "re_prob": 0.0},
     "strong": {
         "scale": (0.25, 1.0),
@@ -43,4 +43,4 @@ def train_transform(data_config: dict[str, Any], augment: str = "none") -> Compo
     cfg = _timm_cfg(data_config)
     cfg.pop("crop_pct", None)
     cfg.pop("crop_mode", None)
-    return create_transform(**cfg, is_training=True, **_PRESETS[augment])
+    return create_transform(**cfg, is_training=True, **AUGMENT_KWARGS[augment])

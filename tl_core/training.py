@@ -242,6 +242,7 @@ class Trainer:
         self.units_done = 0.0
         self.units_total = 1.0
         self.history: list[EpochRecord] = []
+        self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         labels = [label for _, label in dataset.items["train"]]
         weights = class_weights(labels, len(dataset.classes), self.cfg.class_weights)
         self.criterion = nn.CrossEntropyLoss(
@@ -394,6 +395,22 @@ class Trainer:
             self.epoch += 1
             yield time.perf_counter()
 
+    @torch.no_grad()
+    def predict(self, split: str = "val") -> torch.Tensor:
+        """Class probabilities for ``split`` (in ``dataset.items`` order), on the CPU.
+
+        Uses the cached features when the run had them, so evaluation costs nothing extra.
+        """
+        self.model.eval()
+        if split in self._features:
+            head = self.model.get_submodule(classifier_name(self.model))
+            return head(self._features[split][0]).float().softmax(-1).cpu()
+        out = []
+        for x, _ in self._loader(split, training=False):
+            with self._autocast():
+                out.append(self.model(self._to_device(x)).float().softmax(-1).cpu())
+        return torch.cat(out)
+
     # -- full forward/backward path ---------------------------------------------------------------
     def _fit_full(self) -> None:
         train_loader = self._loader("train", training=True)
@@ -525,6 +542,7 @@ class Trainer:
         val_x, val_y = self.extract_features("val")
         if self.should_stop:
             return
+        self._features = {"train": (train_x, train_y), "val": (val_x, val_y)}
         head = self.model.get_submodule(classifier_name(self.model))
         generator = torch.Generator().manual_seed(self.cfg.seed)
         for phase in self._phases():

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_MODEL
+from tl_core.config import TrainConfig
+from tl_core.errors import TLError
+from tl_core.export import bundle_bytes, training_plan, write_bundle
+from tl_core.jobs import JobManager
+from tl_core.runs import Run, RunStore
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path, color_folders: Path) -> Run:
+    manager = JobManager(tmp_path / "runs")
+    cfg = TrainConfig(
+        data=str(color_folders),
+        backbone=TINY_MODEL,
+        weights="none",
+        catalog_only=False,
+        image_size=32,
+        batch_size=8,
+        strategy="fine-tune-top",
+        epochs=3,
+        unfreeze_top=1,
+    )
+    snap = manager.wait(manager.submit(cfg), timeout=60)
+    assert snap.status == "completed", snap.error
+    return Run(snap.run_dir)
+
+
+def test_bundle_holds_weights_labels_preprocessing_and_scripts(finished_run: Run, tmp_path: Path) -> None:
+    path = write_bundle(finished_run, tmp_path / "bundle.zip")
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "bundle")
+    assert {
+        "model.safetensors",
+        "labels.json",
+        "preprocessing.json",
+        "config.json",
+        "predict.py",
+        "train.py",
+    } <= names
+    image = next(Path(json.loads((finished_run.dir / "dataset.json").read_text())["root"]).rglob("*.png"))
+    out = subprocess.run(
+        [sys.executable, "predict.py", str(image)],
+        cwd=tmp_path / "bundle",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert any(c in out.stdout for c in ("red", "green", "blue")) and "%" in out.stdout
+
+
+def test_standalone_script_reproduces_the_plan(
+    finished_run: Run, tmp_path: Path, color_folders: Path
+) -> None:
+    plan = training_plan(finished_run)
+    assert [p["name"] for p in plan["phases"]] == ["warm up head", "fine-tune stage 5"]
+    assert sum(p["epochs"] for p in plan["phases"]) == 3
+    assert len(plan["train"]) + len(plan["val"]) == 36
+    with zipfile.ZipFile(__import__("io").BytesIO(bundle_bytes(finished_run))) as zf:
+        script = zf.read("train.py").decode()
+    assert "import tl_core" not in script and "from tl_core" not in script
+    (tmp_path / "train.py").write_text(script)
+    out = subprocess.run(
+        [sys.executable, "train.py", str(color_folders), "--out", "re.safetensors"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "epoch 3 [fine-tune stage 5]" in out.stdout
+    assert (tmp_path / "re.safetensors").stat().st_size > 10_000
+
+
+def test_run_without_weights_cannot_be_exported(tmp_path: Path) -> None:
+    run = RunStore(tmp_path).create({"backbone": "resnet18"})
+    with pytest.raises(TLError, match="no trained weights"):
+        bundle_bytes(run)

@@ -1,0 +1,247 @@
+"""The decision wizard's rules: data size, domain similarity, task and compute -> a strategy.
+
+The rules are data (``SIZE_RULES``, ``DOMAIN_RULES``, ``TASK_RULES``), each with the reason the
+user sees, so the UI can show *why* and a test can pin down every cell. They encode common
+transfer-learning guidance: little data -> freeze more (overfitting); a domain far from
+everyday photos -> unfreeze more (ImageNet's top-level features fit it less).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LADDER: list[tuple[str, str]] = [
+    ("feature extraction", "Freeze the whole backbone; train only a new head."),
+    ("top 20%", "Also fine-tune the top fifth of the layer groups."),
+    ("top 50%", "Unfreeze the top half, one group at a time."),
+    ("all layers", "Fine-tune everything, with lower LRs near the input."),
+    ("from scratch", "Ignore pretraining; needs lots of data and compute."),
+]
+LADDER_FRACTION = [0.0, 0.2, 0.5, 1.0, 1.0]
+LADDER_STRATEGY = ["feature-extraction", "fine-tune-top", "gradual", "fine-tune-all", "from-scratch"]
+
+SIMILARITY: dict[str, str] = {
+    "very-similar": "Everyday photos: pets, objects, food, vehicles",
+    "moderate": "Specialised photos: medical or industrial photos, plants up close",
+    "different": "Unusual viewpoints or imaging: satellite, microscopy",
+    "very-different": "Not photos at all: spectrograms, charts, sensor signals",
+}
+TASKS: dict[str, str] = {
+    "simple": "Simple: a few clearly different classes (e.g. cat vs dog)",
+    "standard": "Standard: several classes that a person tells apart at a glance",
+    "fine-grained": "Fine-grained: subtle differences (bird species, defect types)",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    level: str
+    rung: int
+    why: str
+
+
+# Images per class: (upper bound exclusive, rule). Guidance: <500 feature extraction only;
+# 500-2k extract then fine-tune the top; 2k-10k the top ~25-50%; >10k (most) all layers.
+SIZE_RULES: list[tuple[float, Rule]] = [
+    (
+        500,
+        Rule(
+            "under 500",
+            0,
+            "Under 500 images per class: train only a new head. Unfreezing layers this early would let the model memorise the training images (overfitting).",
+        ),
+    ),
+    (
+        2_000,
+        Rule(
+            "500-2,000",
+            1,
+            "500-2,000 images per class: enough to warm up the head and then fine-tune the top layers gently.",
+        ),
+    ),
+    (
+        10_000,
+        Rule(
+            "2,000-10,000",
+            2,
+            "2,000-10,000 images per class: enough to fine-tune the top quarter to half of the network.",
+        ),
+    ),
+    (
+        float("inf"),
+        Rule(
+            "over 10,000", 3, "Over 10,000 images per class: enough data to fine-tune all (or most) layers."
+        ),
+    ),
+]
+DOMAIN_RULES: dict[str, Rule] = {
+    "very-similar": Rule(
+        "very-similar",
+        0,
+        "Your images look like ImageNet photos, so its features already fit: feature extraction works well.",
+    ),
+    "moderate": Rule(
+        "moderate",
+        1,
+        "Your images are photos, but specialised: fine-tuning the top layers adapts the high-level features.",
+    ),
+    "different": Rule(
+        "different",
+        2,
+        "Your images differ from everyday photos: more layers need to adapt, so unfreeze deeper.",
+    ),
+    "very-different": Rule(
+        "very-different",
+        3,
+        "Your images are not photos: fine-tune all layers (or, with lots of data, consider training from scratch).",
+    ),
+}
+TASK_RULES: dict[str, Rule] = {
+    "simple": Rule(
+        "simple", -1, "A simple task with clearly different classes leans towards feature extraction."
+    ),
+    "standard": Rule("standard", 0, "A standard task: no adjustment."),
+    "fine-grained": Rule(
+        "fine-grained",
+        1,
+        "Subtle differences between classes need adapted features: lean one step towards fine-tuning.",
+    ),
+}
+SMALL_DATA_CAP = 1
+"""With under 500 images per class, never go past "top 20%", however different the domain."""
+CPU_IMAGES_CAP = 2_000
+"""On a CPU, with more training images than this, don't go past "top 20%": epochs get too slow."""
+
+
+@dataclass
+class WizardAnswers:
+    images_per_class: int
+    n_classes: int = 2
+    similarity: str = "very-similar"
+    task: str = "standard"
+    has_gpu: bool = False
+    time_budget_min: int = 10
+
+
+@dataclass
+class Recommendation:
+    rung: int
+    strategy: str
+    unfreeze_fraction: float
+    head_lr: float
+    top_lr: float
+    deep_lr: float
+    epochs: int
+    augment: str
+    batch_size: int
+    why: list[str] = field(default_factory=list)
+
+    @property
+    def rung_name(self) -> str:
+        return LADDER[self.rung][0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def unfreeze_groups(self, body_groups: list[str]) -> list[str]:
+        """The top ``unfreeze_fraction`` of ``body_groups`` (ordered stem first), at least one."""
+        if self.unfreeze_fraction <= 0:
+            return []
+        n = max(1, round(len(body_groups) * self.unfreeze_fraction))
+        return body_groups[len(body_groups) - n :]
+
+
+def size_rule(images_per_class: int) -> Rule:
+    return next(rule for bound, rule in SIZE_RULES if images_per_class < bound)
+
+
+def recommend(a: WizardAnswers) -> Recommendation:
+    """Combine the rules: take the stronger of the data-size and domain pulls, adjust for the
+    task, then cap by data size and compute. Every step appends its reason."""
+    if a.similarity not in DOMAIN_RULES or a.task not in TASK_RULES:
+        raise ValueError(f"unknown answer: similarity={a.similarity!r}, task={a.task!r}")
+    size, domain, task = size_rule(a.images_per_class), DOMAIN_RULES[a.similarity], TASK_RULES[a.task]
+    why = [size.why, domain.why]
+    rung = max(size.rung, domain.rung)
+    if task.rung:
+        why.append(task.why)
+    rung = min(max(rung + task.rung, 0), 3)
+    if a.images_per_class < 500 and rung > SMALL_DATA_CAP:
+        rung = SMALL_DATA_CAP
+        why.append("Capped at the top 20%: with under 500 images per class, deeper fine-tuning overfits.")
+    elif a.images_per_class < 500 and rung == 1 and a.similarity in ("very-similar", "moderate"):
+        rung = 0
+        why.append("With under 500 images per class and photo-like images, stay with feature extraction.")
+    if not a.has_gpu and a.images_per_class * a.n_classes > CPU_IMAGES_CAP and rung > 1:
+        rung = 1
+        why.append(
+            f"No GPU detected: with {a.images_per_class * a.n_classes:,} images, deeper fine-tuning would take too long on a CPU, so only the top layers train."
+        )
+    if a.similarity == "very-different" and a.images_per_class >= 10_000 and a.has_gpu:
+        rung = 4
+        why.append(
+            "Lots of data, a GPU and non-photo images: training from scratch can beat ImageNet features."
+        )
+
+    head_lr = 3e-3 if rung == 0 else 1e-3
+    epochs = 30 if rung == 0 else 8 if rung == 1 else 12
+    if not a.has_gpu and rung > 0:
+        epochs = max(3, min(epochs, a.time_budget_min // 2))
+    if rung == 0:
+        augment = "light" if a.has_gpu and a.images_per_class < 500 else "none"
+        why.append(
+            "Features are computed once and cached, so 30 epochs of head training take seconds; "
+            "a head on fixed features tolerates a higher LR (3e-3)."
+            if augment == "none"
+            else "With a GPU, light augmentation is affordable and helps small data generalise."
+        )
+    else:
+        augment = "strong" if a.images_per_class < 500 else "light"
+        why.append(
+            f"Learning rates: head {head_lr:.0e}, top layers 1e-4, deeper layers 1e-5. "
+            "Pretrained layers need small steps, or they forget what they learned."
+        )
+        why.append(
+            "The head is warmed up before anything is unfrozen, so its random start doesn't disturb pretrained layers."
+        )
+        why.append(
+            f"Augmentation '{augment}': fine-tuning sees each image many times, so vary them to avoid memorising."
+        )
+    why.append("Early stopping watches the validation loss and restores the best weights.")
+    return Recommendation(
+        rung=rung,
+        strategy=LADDER_STRATEGY[rung],
+        unfreeze_fraction=LADDER_FRACTION[rung],
+        head_lr=head_lr,
+        top_lr=1e-4,
+        deep_lr=1e-5,
+        epochs=epochs,
+        augment=augment,
+        batch_size=64 if a.has_gpu else 32,
+        why=why,
+    )
+
+
+def apply_recommendation(rec: Recommendation, base: Any, body_groups: list[str]) -> Any:
+    """A ``TrainConfig`` like ``base`` with the recommendation's choices filled in.
+
+    The per-group decay is set so the deepest unfrozen group lands at ``deep_lr``.
+    """
+    from dataclasses import replace
+
+    unfreeze = rec.unfreeze_groups(body_groups)
+    n = len(unfreeze)
+    decay = (rec.deep_lr / rec.top_lr) ** (1 / (n - 1)) if n > 1 else 1.0
+    return replace(
+        base,
+        strategy=rec.strategy,
+        lr=rec.head_lr,
+        backbone_lr_scale=rec.top_lr / rec.head_lr,
+        lr_decay=decay,
+        unfreeze=unfreeze if rec.strategy in ("fine-tune-top", "gradual") else None,
+        epochs=rec.epochs,
+        augment=rec.augment,
+        batch_size=rec.batch_size,
+        weights="none" if rec.strategy == "from-scratch" else base.weights,
+    )

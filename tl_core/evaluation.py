@@ -1,0 +1,92 @@
+"""Results of a finished run: predictions table, confusion matrix, per-class metrics.
+
+Predictions on the validation split are computed once when training ends (with the restored
+best weights) and saved in the run folder, so the Results page costs nothing to open, also
+after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .runs import Run
+
+PREDICTIONS = "predictions.json"
+
+
+def predictions_frame(
+    items: Sequence[tuple[str, int]], probs: np.ndarray, classes: Sequence[str]
+) -> pd.DataFrame:
+    """One row per image: path, true and predicted class, confidence, per-class probabilities."""
+    probs = np.asarray(probs, dtype=np.float64)
+    pred = probs.argmax(1)
+    df = pd.DataFrame(
+        {
+            "path": [p for p, _ in items],
+            "true": [classes[label] for _, label in items],
+            "predicted": [classes[i] for i in pred],
+            "confidence": probs.max(1),
+        }
+    )
+    df["correct"] = df["true"] == df["predicted"]
+    df["probs"] = [row.round(5).tolist() for row in probs]
+    return df
+
+
+def save_predictions(run: Run, df: pd.DataFrame) -> None:
+    run.write_json(PREDICTIONS, df.to_dict(orient="records"))
+
+
+def load_predictions(run: Run) -> pd.DataFrame | None:
+    rows = run.read_json(PREDICTIONS)
+    return pd.DataFrame(rows) if rows else None
+
+
+def confusion(df: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """Rows are true classes, columns predicted (scikit-learn's convention)."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(df["true"], df["predicted"], labels=list(classes))
+
+
+def per_class_report(df: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class (scikit-learn), plus a macro-average row."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, s = precision_recall_fscore_support(
+        df["true"], df["predicted"], labels=list(classes), zero_division=0
+    )
+    table = pd.DataFrame({"class": list(classes), "precision": p, "recall": r, "f1": f, "support": s})
+    macro = pd.DataFrame(
+        [
+            {
+                "class": "macro avg",
+                "precision": p.mean(),
+                "recall": r.mean(),
+                "f1": f.mean(),
+                "support": s.sum(),
+            }
+        ]
+    )
+    return pd.concat([table, macro], ignore_index=True)
+
+
+def misclassified(df: pd.DataFrame) -> pd.DataFrame:
+    """Wrong predictions, most confident first: those are the most instructive (and often
+    the mislabelled images)."""
+    wrong = df[~df["correct"]]
+    return wrong.sort_values("confidence", ascending=False).reset_index(drop=True)
+
+
+def most_confused(df: pd.DataFrame, top: int = 5) -> list[tuple[str, str, int]]:
+    """(true, predicted, count) pairs, like fastai's ``most_confused``."""
+    wrong = df[~df["correct"]].groupby(["true", "predicted"]).size().sort_values(ascending=False)
+    return [(t, p, int(n)) for (t, p), n in wrong.head(top).items()]
+
+
+def run_predictions(run_dir: str | Path) -> pd.DataFrame | None:
+    return load_predictions(Run(run_dir))
