@@ -1,54 +1,28 @@
-"""Home: what transfer learning is, and a one-click run on the built-in sample."""
+"""Home: what transfer learning is, and the two ways in."""
 
 import streamlit as st
 
-import tl_core
-from tl_core.errors import TLError
+import ui
 
-
-@st.cache_resource
-def job_manager() -> "tl_core.JobManager":
-    """Process-wide, so a browser refresh re-attaches to running jobs."""
-    return tl_core.get_job_manager()
-
-
+ui.sidebar()
 st.title("Transfer Learning Studio")
 st.markdown(
-    "**Transfer learning** reuses a network that already learned to see from millions of photos "
-    "(ImageNet) and teaches only its last layer, or its last few, your own classes. "
-    "That needs far fewer images and minutes instead of days. "
-    "Below, EfficientNet-Lite0's pretrained features learn handwritten digits, offline."
+    "**Transfer learning** starts from a network that already learned to see from 1.2 million photos. "
+    "Its early layers detect edges, textures and shapes that are useful for almost any image, so you keep "
+    "them and train only a small new *head* (and perhaps the top layers) for **your** classes. "
+    "That needs hundreds of images instead of millions, and minutes instead of days."
 )
+st.image("assets/transfer.svg", use_container_width=True)
 
-job_id = st.query_params.get("job")
-if st.button("Train on the sample dataset (digits)", type="primary"):
-    try:
-        job_id = job_manager().submit(tl_core.TrainConfig(data="digits"))
-        st.query_params["job"] = job_id
-    except TLError as exc:
-        st.error(str(exc))
-
-
-@st.fragment(run_every=1.0)
-def live(job_id: str) -> None:
-    try:
-        snap = job_manager().snapshot(job_id)
-    except TLError as exc:
-        st.info(str(exc))
-        return
-    label = f"{snap.status}: {snap.stage}"
-    if snap.epochs_total:
-        label += f", epoch {snap.epoch}/{snap.epochs_total}"
-    st.progress(min(snap.progress, 1.0), text=label)
-    if snap.history:
-        from tl_core.charts import training_curves
-
-        st.plotly_chart(training_curves(snap.history), use_container_width=True)
-    if snap.error:
-        st.error(snap.error)
-    if snap.result:
-        st.success(f"Best validation accuracy: {snap.result['best_val_acc']:.1%}")
-
-
-if job_id:
-    live(job_id)
+left, right = st.columns(2)
+with left:
+    st.markdown("**Try it now** with 1,797 handwritten digits built into the app. Works offline.")
+    if st.button("Start with the sample dataset", type="primary", use_container_width=True):
+        st.session_state["data_source"] = "digits"
+        st.session_state["data_label"] = "digits (built-in sample)"
+        st.switch_page(ui.PAGES["data"])
+with right:
+    st.markdown("**Bring your own**: a zip or folder with one sub-folder of images per class.")
+    if st.button("Use my own images", use_container_width=True):
+        st.session_state["data_choice"] = "Upload a zip"
+        st.switch_page(ui.PAGES["data"])

@@ -40,8 +40,13 @@ def test_catalog_covers_the_families() -> None:
 @pytest.mark.parametrize("spec", list_backbones(), ids=lambda s: s.name)
 def test_catalog_facts_match_timm(spec) -> None:
     """Parameter counts and input sizes are checked against timm itself, not trusted."""
-    model = timm.create_model(spec.name, pretrained=False)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = timm.create_model(spec.name, pretrained=False).eval()
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, spec.input_size, spec.input_size))
+    assert counter.get_total_flops() / 2e9 == pytest.approx(spec.gmacs, rel=0.2)
     assert params_m == pytest.approx(spec.params_m, rel=0.03)
     assert model.pretrained_cfg["input_size"][-1] == spec.input_size
     assert 60 < spec.top1 < 90 and spec.best_for

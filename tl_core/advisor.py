@@ -232,7 +232,7 @@ def apply_recommendation(rec: Recommendation, base: Any, body_groups: list[str])
 
     unfreeze = rec.unfreeze_groups(body_groups)
     n = len(unfreeze)
-    decay = (rec.deep_lr / rec.top_lr) ** (1 / (n - 1)) if n > 1 else 1.0
+    decay = (rec.deep_lr / rec.top_lr) ** (1 / (n - 1)) if n > 1 else base.lr_decay
     return replace(
         base,
         strategy=rec.strategy,
@@ -244,4 +244,21 @@ def apply_recommendation(rec: Recommendation, base: Any, body_groups: list[str])
         augment=rec.augment,
         batch_size=rec.batch_size,
         weights="none" if rec.strategy == "from-scratch" else base.weights,
+    )
+
+
+def recommend_backbone(specs: list[Any], offline_ready: dict[str, bool], has_gpu: bool) -> tuple[str, str]:
+    """(name, why). Prefer what works right now without a download; on a CPU the cheapest
+    good model (accuracy per compute), on a GPU the most accurate one."""
+    ready = [s for s in specs if offline_ready.get(s.name)] or specs
+    if has_gpu:
+        best = max(ready, key=lambda s: s.top1)
+        return (
+            best.name,
+            f"{best.name} is the most accurate backbone available here ({best.top1}% ImageNet top-1), and a GPU makes its size affordable.",
+        )
+    best = max(ready, key=lambda s: s.top1 - 10 * s.gmacs)
+    return (
+        best.name,
+        f"{best.name} gives the best accuracy per unit of compute among the backbones available offline: on a CPU every epoch counts.",
     )

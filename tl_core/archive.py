@@ -11,6 +11,7 @@ import hashlib
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from .errors import DatasetError
@@ -22,10 +23,13 @@ _CHUNK = 1024 * 1024
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename.replace("\\", "/")
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
+    if stat.S_ISLNK(info.external_attr >> 16):
         return "is a symbolic link"
+    return _path_problem(info.filename)
+
+
+def _path_problem(name: str) -> str | None:
+    name = name.replace("\\", "/")
     if name.startswith("/") or PurePosixPath(name).is_absolute():
         return "has an absolute path"
     if len(name) >= 2 and name[1] == ":":
@@ -106,3 +110,42 @@ def extract_zip(path: str | Path, dest_root: str | Path, max_bytes: int = DEFAUL
         return build_dir_atomically(final, unpack)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise DatasetError(f"{path.name} is damaged and cannot be unpacked ({exc}).") from exc
+
+
+def save_files(
+    files: Iterable[tuple[str, bytes]], dest_root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Path:
+    """Write uploaded ``(relative path, bytes)`` pairs (a browser folder upload) into a fresh
+    folder, with the same path checks as a zip; return the folder."""
+    files = list(files)
+    for name, _ in files:
+        problem = _path_problem(name)
+        if problem:
+            raise DatasetError(f"Refused the upload: '{name}' {problem}.")
+    total = sum(len(data) for _, data in files)
+    if total > max_bytes:
+        raise DatasetError(
+            f"Refused the upload: {total / 1e9:.1f} GB is over the {max_bytes / 1e9:.1f} GB limit."
+        )
+    digest = hashlib.sha256()
+    for name, data in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+
+    def write(tmp: Path) -> None:
+        for name, data in files:
+            target = tmp / name.replace("\\", "/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+    return build_dir_atomically(Path(dest_root) / f"folder-{digest.hexdigest()[:16]}", write)
+
+
+def save_upload(name: str, data: bytes, dest_root: str | Path) -> Path:
+    """Store an uploaded archive under a content-addressed name (re-uploads reuse it)."""
+    from .fsutil import write_atomic
+
+    safe = PurePosixPath(name.replace("\\", "/")).name or "upload.zip"
+    path = Path(dest_root) / f"{hashlib.sha256(data).hexdigest()[:16]}-{safe}"
+    if not path.exists():
+        write_atomic(path, data)
+    return path

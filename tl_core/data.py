@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from .archive import DEFAULT_MAX_BYTES, extract_zip
 from .errors import DatasetError
 from .images import ImageProblem, load_rgb
@@ -305,4 +307,21 @@ def _balance_warnings(classes: list[str], counts: dict[str, dict[str, int]]) -> 
     for c in classes:
         if counts.get("val", {}).get(c, 0) == 0:
             out.append(f"Class '{c}' has no validation images, so its accuracy can't be measured.")
+    return out
+
+
+def thumbnails(
+    dataset: Dataset, per_class: int = 6, size: int = 96
+) -> dict[str, list[tuple[str, Image.Image]]]:
+    """A few training images per class, small, for the data page's grid."""
+    out: dict[str, list[tuple[str, Image.Image]]] = {c: [] for c in dataset.classes}
+    for path, label in dataset.items["train"]:
+        bucket = out[dataset.classes[label]]
+        if len(bucket) < per_class:
+            img = load_rgb(path, draft_size=size)
+            img.thumbnail((size, size))
+            if max(img.size) < size:  # tiny images (8x8 digits) are shown enlarged, pixel-sharp
+                scale = size // max(img.size)
+                img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+            bucket.append((Path(path).name, img))
     return out

@@ -211,3 +211,21 @@ def optimizer_param_groups(
             {"params": extra, "lr": lrs.get(HEAD, max(lrs.values())), "weight_decay": 0.0, "group": "bn"}
         )
     return out
+
+
+def describe_backbone(
+    name: str, num_classes: int, **model_kwargs: object
+) -> tuple[list[LayerGroup], dict[str, int]]:
+    """Layer groups and parameter totals of ``name`` without loading weights (for the UI)."""
+    import timm
+
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **model_kwargs)
+    groups = layer_groups(model)
+    totals = {r.name: r.total for r in report(model, groups)}
+    return groups, totals
+
+
+def freeze_rows(totals: dict[str, int], trainable: Iterable[str]) -> list[GroupReport]:
+    """The freeze map for a set of ticked groups, computed from totals alone (no model)."""
+    wanted = set(trainable)
+    return [GroupReport(name, total if name in wanted else 0, total) for name, total in totals.items()]

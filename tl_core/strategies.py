@@ -73,3 +73,40 @@ def _gradual(cfg: TrainConfig, groups: list[LayerGroup], n_stages: int) -> list[
         rates |= {g: lr for g, lr in cfg.group_lrs.items() if g in rates}
         phases.append(Phase(f"unfreeze {live[-1]}", per_phase[i + 1], rates))
     return phases
+
+
+def config_from_freeze_map(
+    cfg: TrainConfig, trainable: list[str], group_lrs: dict[str, float], groups: list[LayerGroup]
+) -> TrainConfig:
+    """Turn the UI's freeze map (groups ticked "train", an LR per group) into a config.
+
+    No backbone group ticked means feature extraction; every group ticked keeps a full
+    fine-tune; anything else fine-tunes exactly the ticked groups after a head warm-up
+    (gradual keeps its one-group-per-stage schedule over them).
+    """
+    from dataclasses import replace
+
+    body = [g.name for g in groups if g.name != HEAD]
+    ticked = [g for g in body if g in trainable]
+    if not ticked:
+        strategy = "feature-extraction" if cfg.strategy != "from-scratch" else cfg.strategy
+        return replace(
+            cfg,
+            strategy=strategy,
+            unfreeze=None,
+            group_lrs={HEAD: group_lrs[HEAD]} if HEAD in group_lrs else {},
+        )
+    if cfg.strategy == "from-scratch":
+        return replace(cfg, unfreeze=None, group_lrs={})
+    if len(ticked) == len(body) and cfg.strategy == "fine-tune-all":
+        strategy = "fine-tune-all"
+    elif cfg.strategy == "gradual":
+        strategy = "gradual"
+    else:
+        strategy = "fine-tune-top"
+    return replace(cfg, strategy=strategy, unfreeze=ticked, group_lrs=dict(group_lrs))
+
+
+def default_trainable(cfg: TrainConfig, groups: list[LayerGroup]) -> list[str]:
+    """Which groups the main phase of ``cfg`` trains: the freeze map's starting ticks."""
+    return plan_phases(cfg.resolved(), groups)[-1].trainable

@@ -1,0 +1,90 @@
+"""Backbone: the catalog with time estimates for this data on this machine."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from tl_core.advisor import recommend_backbone
+from tl_core.backbones import available_sources, list_backbones
+from tl_core.devices import detect_device
+from tl_core.estimates import estimate_epoch
+
+ui.sidebar()
+st.title("3. Backbone")
+st.caption("The pretrained network whose features you reuse. Bigger is more accurate but slower.")
+ds = ui.require_dataset()
+cfg = ui.config()
+p = ds.profile
+device = detect_device("auto")
+specs = list_backbones()
+sources = {s.name: available_sources(s) for s in specs}
+ready = {n: src["bundled"] or src["hub"] for n, src in sources.items()}
+rate = ui.device_rate()
+recommended, why = recommend_backbone(specs, ready, device.device == "cuda")
+
+rows = []
+for s in specs:
+    est = estimate_epoch(
+        s,
+        p.n_train,
+        p.n_val,
+        cfg.image_size or p.suggested_image_size,
+        cfg.strategy,
+        cfg.uses_feature_cache,
+        rate,
+    )
+    timing = (
+        f"≈{est.first_epoch_s:.0f} s once, then <1 s"
+        if cfg.uses_feature_cache
+        else f"≈{est.later_epoch_s:.0f} s"
+    )
+    src = sources[s.name]
+    rows.append(
+        {
+            "": "⭐" if s.name == recommended else "",
+            "backbone": s.name,
+            "family": s.family,
+            "params (M)": s.params_m,
+            "ImageNet top-1 %": s.top1,
+            "input px": s.input_size,
+            "time per epoch": timing,
+            "weights": "offline (bundled)"
+            if src["bundled"]
+            else "offline (cached)"
+            if src["hub"]
+            else "needs download",
+            "best for": s.best_for,
+        }
+    )
+table = pd.DataFrame(rows)
+flt = st.radio("Show", ["all", "fast / small", "most accurate", "available offline"], horizontal=True)
+if flt == "fast / small":
+    table = table[table["params (M)"] <= 7]
+elif flt == "most accurate":
+    table = table.sort_values("ImageNet top-1 %", ascending=False).head(5)
+elif flt == "available offline":
+    table = table[table["weights"].str.startswith("offline")]
+st.dataframe(table, hide_index=True, use_container_width=True)
+st.caption(
+    f"Times are estimates for your {p.n_train + p.n_val} images on {device.label}, "
+    "from a quick measurement of this machine."
+)
+st.info(f"⭐ Recommended: **{recommended}**. {why}")
+
+names = [s.name for s in specs]
+choice = st.selectbox(
+    "Backbone",
+    names,
+    index=names.index(cfg.backbone if cfg.backbone in names else recommended),
+    format_func=lambda n: (
+        f"{n}{'  ⭐' if n == recommended else ''}" + ("" if ready[n] else "  (needs download)")
+    ),
+)
+if not ready[choice]:
+    st.warning(
+        f"{choice}'s weights are not on this machine. Training will try to download them; "
+        f"offline, run `tl-studio prefetch {choice}` beforehand or pick an offline backbone."
+    )
+if choice != cfg.backbone:
+    ui.update_config(backbone=choice, unfreeze=None, group_lrs={})
+ui.next_button("train", "Next: freeze & train →")

@@ -1,0 +1,118 @@
+"""Data: choose the images, then see what the scan found (classes, splits, problems)."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from tl_core.archive import save_files, save_upload
+from tl_core.charts import class_counts
+from tl_core.data import thumbnails
+from tl_core.errors import TLError
+from tl_core.paths import uploads_root
+
+ui.sidebar()
+st.title("1. Your data")
+st.caption("One folder per class (cats/, dogs/…), or train/ and val/ folders that each hold class folders.")
+
+choices = ["Built-in sample (digits)", "Upload a zip", "Upload a folder"]
+if ui.allow_local_paths():
+    choices.append("Folder on this computer")
+default = st.session_state.get("data_choice", choices[0])
+choice = st.radio(
+    "Where are your images?",
+    choices,
+    index=choices.index(default) if default in choices else 0,
+    horizontal=True,
+)
+st.session_state["data_choice"] = choice
+
+source, label = None, None
+try:
+    if choice.startswith("Built-in"):
+        source, label = "digits", "digits (built-in sample)"
+    elif choice == "Upload a zip":
+        up = st.file_uploader(
+            "Zip of class folders (or of train/ + val/)",
+            type=["zip"],
+            help="Everything is checked before unpacking: unsafe paths and zip bombs are refused.",
+        )
+        if up is not None:
+            with st.spinner("Saving the upload…"):
+                source, label = str(save_upload(up.name, up.getvalue(), uploads_root())), up.name
+    elif choice == "Upload a folder":
+        ups = st.file_uploader(
+            "A folder with one sub-folder per class",
+            accept_multiple_files="directory",
+            help="Your browser sends every file with its path inside the folder.",
+        )
+        if ups:
+            with st.spinner(f"Saving {len(ups)} files…"):
+                folder = save_files([(u.name, u.getvalue()) for u in ups], uploads_root())
+            source, label = str(folder), f"uploaded folder ({len(ups)} files)"
+    else:
+        path = st.text_input(
+            "Folder path", placeholder="/home/me/photos", help="A folder on the machine running this app."
+        )
+        if path:
+            source, label = path.strip(), path.strip()
+except TLError as exc:
+    ui.error(exc, "Check the upload and try again.")
+
+if source and source != st.session_state.get("data_source"):
+    st.session_state["data_source"], st.session_state["data_label"] = source, label
+
+ds = None
+if st.session_state.get("data_source"):
+    cfg = ui.config()
+    bar = st.progress(0.0, text="Scanning images…")
+    try:
+        ds = ui.scan(
+            st.session_state["data_source"],
+            cfg.val_fraction,
+            cfg.seed,
+            _progress=lambda done, total: bar.progress(
+                done / max(total, 1), text=f"Checked {done}/{total} images"
+            ),
+        )
+        cfg = ui.update_config(data=st.session_state["data_source"])
+    except TLError as exc:
+        ui.error(exc, "Fix the dataset (or pick another source) and it will be scanned again.")
+        st.session_state.pop("data_source", None)
+    bar.empty()
+
+if ds is not None:
+    p = ds.profile
+    st.success(
+        f"**{st.session_state.get('data_label', p.source)}**: {len(p.classes)} classes, "
+        f"{p.n_train + p.n_val + p.n_test} usable images."
+    )
+    cols = st.columns(4)
+    cols[0].metric("Classes", len(p.classes))
+    cols[1].metric("Training images", p.n_train)
+    cols[2].metric(
+        "Validation images", p.n_val, help="Held out to measure accuracy honestly: never trained on."
+    )
+    cols[3].metric("Skipped files", len(p.skipped))
+    if p.layout != "split":
+        st.caption(
+            f"No train/val folders were given, so {p.val_fraction:.0%} of each class was held out "
+            "for validation (stratified, seeded: the same split every time)."
+        )
+    for warning in p.warnings:
+        st.warning(warning)
+    st.plotly_chart(class_counts(p.counts), use_container_width=True)
+    st.subheader("A few examples per class")
+    for cls, thumbs in thumbnails(ds, per_class=8).items():
+        st.markdown(f"**{cls}**")
+        st.image([img for _, img in thumbs], caption=[name for name, _ in thumbs], width=72)
+    if p.skipped:
+        st.subheader("Skipped files")
+        st.dataframe(
+            pd.DataFrame([{"file": s.path, "reason": s.reason} for s in p.skipped]),
+            hide_index=True,
+            use_container_width=True,
+        )
+    if st.button("Rescan"):
+        ui.scan.clear()
+        st.rerun()
+    ui.next_button("strategy", "Next: choose a strategy →")

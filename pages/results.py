@@ -1,0 +1,99 @@
+"""Results: how good is the model, where does it go wrong, and try it on a new image."""
+
+import streamlit as st
+from PIL import Image
+
+import ui
+from tl_core.charts import confusion_matrix, training_curves
+from tl_core.errors import TLError
+from tl_core.evaluation import confusion, load_predictions, misclassified, most_confused, per_class_report
+from tl_core.images import load_rgb
+from tl_core.inference import predict
+
+ui.sidebar()
+st.title("5. Results")
+run = ui.pick_run()
+history = run.metrics()
+preds = load_predictions(run)
+labels = run.read_json("labels.json") or []
+if not history or preds is None:
+    st.warning("This run has no evaluation yet (it stopped before finishing an epoch).")
+    st.stop()
+
+best = max(history, key=lambda h: (h["val_acc"], -h["val_loss"]))
+final = history[-1]
+c = st.columns(4)
+c[0].metric(
+    "Best validation accuracy",
+    f"{best['val_acc']:.1%}",
+    help=f"Epoch {best['epoch']}: these weights were kept.",
+)
+c[1].metric("Final validation accuracy", f"{final['val_acc']:.1%}")
+c[2].metric("Best validation loss", f"{best['val_loss']:.3f}")
+c[3].metric("Epochs run", len(history))
+if best["train_acc"] - best["val_acc"] > 0.15:
+    st.warning(
+        "Training accuracy is far above validation accuracy: the model memorises. More data, "
+        "augmentation or freezing more layers would help."
+    )
+st.plotly_chart(training_curves(history), use_container_width=True)
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Confusion matrix")
+    st.caption("Rows: the true class. Columns: what the model said. The diagonal is right.")
+    st.plotly_chart(confusion_matrix(confusion(preds, labels), labels), use_container_width=True)
+with right:
+    st.subheader("Per class")
+    st.dataframe(
+        per_class_report(preds, labels).style.format(
+            {"precision": "{:.2f}", "recall": "{:.2f}", "f1": "{:.2f}"}
+        ),
+        hide_index=True,
+        use_container_width=True,
+    )
+    pairs = most_confused(preds)
+    if pairs:
+        st.markdown("**Most confused:** " + "; ".join(f"{t} → {p} ({n}×)" for t, p, n in pairs))
+
+st.subheader("Mistakes, most confident first")
+wrong = misclassified(preds)
+if wrong.empty:
+    st.success("No validation image is misclassified.")
+else:
+    st.caption("Confident mistakes are often mislabelled images: worth a look.")
+    shown = wrong.head(12)
+    cols = st.columns(6)
+    for i, row in shown.iterrows():
+        with cols[i % 6]:
+            try:
+                img = load_rgb(row["path"], draft_size=128)
+                img.thumbnail((128, 128))
+                st.image(
+                    img.resize((128, 128), Image.NEAREST) if max(img.size) < 64 else img,
+                    caption=f"true {row['true']} → {row['predicted']} ({row['confidence']:.0%})",
+                )
+            except Exception:
+                st.caption(f"{row['path']} (image no longer readable)")
+
+st.subheader("Try it")
+src = st.radio("Image from", ["upload", "camera"], horizontal=True)
+shot = (
+    st.file_uploader("An image to classify", type=["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"])
+    if src == "upload"
+    else st.camera_input("Take a photo")
+)
+if shot is not None:
+    try:
+        from io import BytesIO
+
+        from PIL import ImageOps
+
+        img = ImageOps.exif_transpose(Image.open(BytesIO(shot.getvalue()))).convert("RGB")
+        top = predict(ui.loaded_model(str(run.dir)), img, top_k=min(5, len(labels)))
+        a, b = st.columns([1, 2])
+        a.image(img, width=200)
+        for label, prob in top:
+            b.progress(prob, text=f"{label}: {prob:.1%}")
+    except (TLError, OSError, ValueError) as exc:
+        ui.error(exc, "Try another image file (JPEG or PNG).")

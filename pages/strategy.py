@@ -1,0 +1,123 @@
+"""Strategy: the decision wizard. Answers -> a recommended rung of the transfer ladder, with reasons."""
+
+import streamlit as st
+
+import ui
+from tl_core.advisor import LADDER, SIMILARITY, TASKS, WizardAnswers, apply_recommendation, recommend
+from tl_core.charts import ladder
+from tl_core.config import AUGMENT_PRESETS, STRATEGIES
+from tl_core.devices import detect_device
+
+ui.sidebar()
+st.title("2. Strategy")
+st.caption(
+    "Answer four questions; the wizard recommends how much of the pretrained network to retrain, and why."
+)
+ds = ui.require_dataset()
+cfg = ui.config()
+p = ds.profile
+per_class = max(1, round((p.n_train + p.n_val) / len(p.classes)))
+device = detect_device("auto")
+
+left, right = st.columns([1, 1])
+with left:
+    images = st.number_input(
+        "Images per class",
+        min_value=1,
+        value=per_class,
+        help="Pre-filled from your data. More data lets you safely retrain more layers.",
+    )
+    similarity = st.radio(
+        "How similar are your images to everyday photos?",
+        list(SIMILARITY),
+        format_func=SIMILARITY.get,
+        key="similarity",
+        help="The backbone learned from everyday photos: the closer yours are, the more of it transfers as is.",
+    )
+    task = st.radio("How hard is the task?", list(TASKS), format_func=TASKS.get, index=1, key="task")
+with right:
+    st.markdown(
+        f"**Compute:** {device.label}"
+        + (
+            " — a GPU makes fine-tuning fast."
+            if device.device == "cuda"
+            else " — no GPU, so fine-tuning many layers is slow; the wizard takes that into account."
+        )
+    )
+    budget = st.slider("Time budget (minutes)", 1, 60, 10, help="Limits the number of epochs on a CPU.")
+
+answers = WizardAnswers(
+    images_per_class=int(images),
+    n_classes=len(p.classes),
+    similarity=similarity,
+    task=task,
+    has_gpu=device.device == "cuda",
+    time_budget_min=budget,
+)
+rec = recommend(answers)
+st.session_state["recommendation"] = rec.to_dict()
+
+st.subheader(f"Recommended: {rec.rung_name}")
+st.plotly_chart(ladder(LADDER, rec.rung), use_container_width=True)
+cols = st.columns(5)
+cols[0].metric("Head LR", f"{rec.head_lr:.0e}")
+cols[1].metric("Top-layer LR", f"{rec.top_lr:.0e}" if rec.rung else "—")
+cols[2].metric("Epochs", rec.epochs)
+cols[3].metric("Augmentation", rec.augment)
+cols[4].metric("Batch size", rec.batch_size)
+st.markdown("**Why:**\n" + "\n".join(f"- {line}" for line in rec.why))
+
+if st.button("Accept recommendation", type="primary"):
+    groups, _ = ui.describe(cfg.backbone, len(p.classes))
+    body = [g.name for g in groups if g.name != "head"]
+    ui.update_config(**{k: v for k, v in apply_recommendation(rec, cfg, body).to_dict().items()})
+    st.session_state["accepted"] = True
+    st.switch_page(ui.PAGES["backbone"])
+
+with st.expander("Override: choose the settings yourself"):
+    strategy = st.selectbox(
+        "Strategy",
+        list(STRATEGIES),
+        index=list(STRATEGIES).index(cfg.strategy),
+        format_func=lambda s: f"{s}: {STRATEGIES[s]}",
+    )
+    lr = st.number_input(
+        "Head learning rate",
+        value=float(cfg.lr or rec.head_lr),
+        format="%.0e",
+        min_value=1e-6,
+        max_value=0.5,
+        help="How big each update step is. Too high diverges; too low learns slowly.",
+    )
+    epochs = st.number_input(
+        "Epochs",
+        min_value=1,
+        max_value=200,
+        value=int(cfg.epochs or rec.epochs),
+        help="Passes over the training data. Early stopping ends sooner if validation stops improving.",
+    )
+    augment = st.selectbox(
+        "Augmentation",
+        AUGMENT_PRESETS,
+        index=AUGMENT_PRESETS.index(cfg.augment),
+        help="Random crops/flips/colour changes, so the model can't memorise exact images. "
+        "'none' lets feature extraction cache features (much faster).",
+    )
+    batch = st.number_input(
+        "Batch size",
+        min_value=1,
+        max_value=512,
+        value=cfg.batch_size,
+        help="Images per step. Lower it if you run out of memory.",
+    )
+    if st.button("Use these settings"):
+        ui.update_config(
+            strategy=strategy,
+            lr=lr,
+            epochs=int(epochs),
+            augment=augment,
+            batch_size=int(batch),
+            unfreeze=None,
+            weights="none" if strategy == "from-scratch" else "auto",
+        )
+        st.switch_page(ui.PAGES["backbone"])

@@ -1,0 +1,167 @@
+"""End to end in a real browser: Debian's Chromium driving `streamlit run app.py`.
+
+Starts on the sample, accepts the wizard's recommendation, trains by feature extraction,
+watches the live chart gain points, refreshes mid-training and re-attaches, reaches Results
+with a confusion matrix, downloads the bundle. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt install chromium)"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory):
+    port = _free_port()
+    env = os.environ | {"TL_STUDIO_HOME": str(tmp_path_factory.mktemp("e2e-home")), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not become healthy:\n" + proc.stdout.read().decode())
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()
+
+
+def test_newcomer_trains_on_the_sample_and_downloads_the_bundle(
+    app_url: str, browser, tmp_path: Path
+) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1800}, accept_downloads=True)
+
+    def no_exception() -> None:
+        assert page.locator('[data-testid="stException"]').count() == 0
+
+    def shot(name: str) -> None:
+        page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+    page.goto(app_url)
+    page.wait_for_selector('[data-testid="stApp"]')
+    page.get_by_role("button", name="Start with the sample dataset").click()
+    page.get_by_text("1797 usable images").wait_for(timeout=90_000)
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=30_000)  # class counts
+    no_exception()
+    shot("1-data")
+
+    page.get_by_role("button", name="Next: choose a strategy →").click()
+    page.get_by_text("Recommended: feature extraction").wait_for(timeout=30_000)
+    no_exception()
+    shot("2-strategy")
+    page.get_by_role("button", name="Accept recommendation").click()
+    page.get_by_text("Recommended:").first.wait_for(timeout=60_000)  # backbone page
+    no_exception()
+    shot("3-backbone")
+    page.get_by_role("button", name="Next: freeze & train →").click()
+    page.get_by_role("button", name="Start training").wait_for(timeout=60_000)
+    assert page.get_by_text("1 of 9").count() == 1  # only the head trains
+    no_exception()
+    page.get_by_role("button", name="Start training").click()
+    page.locator('[data-testid="stProgress"]').first.wait_for(timeout=30_000)
+    assert "job=" in page.url
+
+    # A refresh mid-training re-attaches through the URL.
+    time.sleep(2)
+    page.reload()
+    page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60_000)
+    no_exception()
+
+    points: list[int] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        points.append(page.locator('[data-testid="stPlotlyChart"] .scatterlayer .point').count())
+        if page.get_by_text("See the results").count():
+            break
+        time.sleep(0.5)
+    shot("4-training")
+    growth = [n for n in points if n]
+    assert len(set(growth)) >= 2 and growth == sorted(growth), points  # the live chart gained points
+    no_exception()
+
+    page.get_by_text("See the results").click()
+    page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
+    page.locator('[data-testid="stPlotlyChart"] .heatmaplayer').first.wait_for(timeout=30_000)
+    no_exception()
+    shot("5-results")
+
+    page.get_by_role("link", name="6. Export").click()
+    button = page.get_by_role("button", name="Download model bundle (.zip)")
+    button.wait_for(timeout=90_000)
+    with page.expect_download() as download:
+        button.click()
+    target = tmp_path / "bundle.zip"
+    download.value.save_as(target)
+    with zipfile.ZipFile(target) as zf:
+        assert {"model.safetensors", "labels.json", "preprocessing.json", "predict.py", "train.py"} <= set(
+            zf.namelist()
+        )
+    no_exception()
+    shot("6-export")
