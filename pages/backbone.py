@@ -64,7 +64,7 @@ elif flt == "most accurate":
     table = table.sort_values("ImageNet top-1 %", ascending=False).head(5)
 elif flt == "available offline":
     table = table[table["weights"].str.startswith("offline")]
-st.dataframe(table, hide_index=True, use_container_width=True)
+st.dataframe(table, hide_index=True, width="stretch")
 st.caption(
     f"Times are estimates for your {p.n_train + p.n_val} images on {device.label}, "
     "from a quick measurement of this machine."

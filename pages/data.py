@@ -100,7 +100,7 @@ if ds is not None:
         )
     for warning in p.warnings:
         st.warning(warning)
-    st.plotly_chart(class_counts(p.counts), use_container_width=True)
+    st.plotly_chart(class_counts(p.counts), width="stretch")
     st.subheader("A few examples per class")
     for cls, thumbs in thumbnails(ds, per_class=8).items():
         st.markdown(f"**{cls}**")
@@ -110,7 +110,7 @@ if ds is not None:
         st.dataframe(
             pd.DataFrame([{"file": s.path, "reason": s.reason} for s in p.skipped]),
             hide_index=True,
-            use_container_width=True,
+            width="stretch",
         )
     if st.button("Rescan"):
         ui.scan.clear()

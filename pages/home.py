@@ -12,17 +12,17 @@ st.markdown(
     "them and train only a small new *head* (and perhaps the top layers) for **your** classes. "
     "That needs hundreds of images instead of millions, and minutes instead of days."
 )
-st.image("assets/transfer.svg", use_container_width=True)
+st.image("assets/transfer.svg", width="stretch")
 
 left, right = st.columns(2)
 with left:
     st.markdown("**Try it now** with 1,797 handwritten digits built into the app. Works offline.")
-    if st.button("Start with the sample dataset", type="primary", use_container_width=True):
+    if st.button("Start with the sample dataset", type="primary", width="stretch"):
         st.session_state["data_source"] = "digits"
         st.session_state["data_label"] = "digits (built-in sample)"
         st.switch_page(ui.PAGES["data"])
 with right:
     st.markdown("**Bring your own**: a zip or folder with one sub-folder of images per class.")
-    if st.button("Use my own images", use_container_width=True):
+    if st.button("Use my own images", width="stretch"):
         st.session_state["data_choice"] = "Upload a zip"
         st.switch_page(ui.PAGES["data"])

@@ -36,13 +36,13 @@ if best["train_acc"] - best["val_acc"] > 0.15:
         "Training accuracy is far above validation accuracy: the model memorises. More data, "
         "augmentation or freezing more layers would help."
     )
-st.plotly_chart(training_curves(history), use_container_width=True)
+st.plotly_chart(training_curves(history), width="stretch")
 
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Confusion matrix")
     st.caption("Rows: the true class. Columns: what the model said. The diagonal is right.")
-    st.plotly_chart(confusion_matrix(confusion(preds, labels), labels), use_container_width=True)
+    st.plotly_chart(confusion_matrix(confusion(preds, labels), labels), width="stretch")
 with right:
     st.subheader("Per class")
     st.dataframe(
@@ -50,7 +50,7 @@ with right:
             {"precision": "{:.2f}", "recall": "{:.2f}", "f1": "{:.2f}"}
         ),
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
     )
     pairs = most_confused(preds)
     if pairs:

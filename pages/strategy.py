@@ -58,7 +58,7 @@ rec = recommend(answers)
 st.session_state["recommendation"] = rec.to_dict()
 
 st.subheader(f"Recommended: {rec.rung_name}")
-st.plotly_chart(ladder(LADDER, rec.rung), use_container_width=True)
+st.plotly_chart(ladder(LADDER, rec.rung), width="stretch")
 cols = st.columns(5)
 cols[0].metric("Head LR", f"{rec.head_lr:.0e}")
 cols[1].metric("Top-layer LR", f"{rec.top_lr:.0e}" if rec.rung else "—")

@@ -37,7 +37,7 @@ base = pd.DataFrame(
 edited = st.data_editor(
     base,
     hide_index=True,
-    use_container_width=True,
+    width="stretch",
     key=f"freeze-{cfg.backbone}-{cfg.strategy}-{n_classes}",
     disabled=["layer group", "parameters"],
     column_config={
@@ -65,7 +65,7 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Trainable parameters", f"{n_train:,}", f"{n_train / n_total:.1%} of the model", delta_color="off")
 c2.metric("Frozen parameters", f"{n_total - n_train:,}")
 c3.metric("Layer groups trained", f"{len(trainable)} of {len(names)}")
-st.plotly_chart(freeze_map(rows), use_container_width=True)
+st.plotly_chart(freeze_map(rows), width="stretch")
 train_bn = st.checkbox(
     "Keep BatchNorm trainable in frozen groups (fastai's default)",
     value=cfg.train_bn,
@@ -116,7 +116,7 @@ def live() -> None:
             help="Stops after the current batch and keeps the best weights so far.",
         )
     if s.history:
-        st.plotly_chart(training_curves(s.history), use_container_width=True, key="curves")
+        st.plotly_chart(training_curves(s.history), width="stretch", key="curves")
     if s.status == "failed":
         ui.error(TLError(s.error or "Training failed."), "Adjust the settings above and start again.")
     elif s.finished and s.result:

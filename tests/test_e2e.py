@@ -143,12 +143,15 @@ def test_newcomer_trains_on_the_sample_and_downloads_the_bundle(
         time.sleep(0.5)
     shot("4-training")
     growth = [n for n in points if n]
-    assert len(set(growth)) >= 2 and growth == sorted(growth), points  # the live chart gained points
+    # The live chart gained points while training (4 traces, one point per epoch each).
+    assert len(set(growth)) >= 2 and growth[0] < max(growth), points
     no_exception()
 
     page.get_by_text("See the results").click()
     page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
     page.locator('[data-testid="stPlotlyChart"] .heatmaplayer').first.wait_for(timeout=30_000)
+    page.get_by_text("Image from").wait_for(timeout=30_000)  # the page has rendered to its end
+    page.locator('[data-testid="stImage"]').first.wait_for(timeout=30_000)  # the mistakes gallery
     no_exception()
     shot("5-results")
 
