@@ -10,7 +10,6 @@ from tl_core.data import thumbnails
 from tl_core.errors import TLError
 from tl_core.paths import uploads_root
 
-ui.sidebar()
 st.title("1. Your data")
 st.caption("One folder per class (cats/, dogs/…), or train/ and val/ folders that each hold class folders.")
 
@@ -70,7 +69,7 @@ if st.session_state.get("data_source"):
             st.session_state["data_source"],
             cfg.val_fraction,
             cfg.seed,
-            _progress=lambda done, total: bar.progress(
+            progress=lambda done, total: bar.progress(
                 done / max(total, 1), text=f"Checked {done}/{total} images"
             ),
         )
@@ -104,7 +103,7 @@ if ds is not None:
     st.subheader("A few examples per class")
     for cls, thumbs in thumbnails(ds, per_class=8).items():
         st.markdown(f"**{cls}**")
-        st.image([img for _, img in thumbs], caption=[name for name, _ in thumbs], width=72)
+        st.image([img for _, img in thumbs], width=72)
     if p.skipped:
         st.subheader("Skipped files")
         st.dataframe(
@@ -113,6 +112,8 @@ if ds is not None:
             width="stretch",
         )
     if st.button("Rescan"):
-        ui.scan.clear()
+        ui.clear_scans()
         st.rerun()
     ui.next_button("strategy", "Next: choose a strategy →")
+
+ui.sidebar()  # last, so it shows the dataset chosen on this run of the page

@@ -142,3 +142,42 @@ def test_engine_never_imports_streamlit() -> None:
         )
     ]
     assert offenders == []
+
+
+def test_first_paint_does_not_import_torch() -> None:
+    """Home and the sidebar must render before torch/timm (seconds of imports) load."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from streamlit.testing.v1 import AppTest; "
+        "at = AppTest.from_file('app.py'); at.run(); assert not at.exception; "
+        "print('torch' in sys.modules, 'timm' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr
+
+
+def test_two_sessions_queue_fairly(color_folders: Path) -> None:
+    """Two tabs each start a run: the second waits its turn and says so."""
+    from tl_core.config import TrainConfig
+    from tl_core.jobs import get_job_manager
+
+    slow = TrainConfig(
+        data=str(color_folders), strategy="fine-tune-all", epochs=50, patience=None, image_size=96
+    )
+    first = app(data_source=str(color_folders), config=slow.to_dict())
+    page(first, "train")
+    next(b for b in first.button if b.label == "Start training").click().run()
+    second = app(data_source=str(color_folders))
+    page(second, "train")
+    next(b for b in second.button if b.label == "Start training").click().run()
+    manager = get_job_manager()
+    a, b = first.session_state["job_id"], second.session_state["job_id"]
+    assert a != b
+    assert manager.snapshot(b).status == "queued" and manager.snapshot(b).queue_position == 1
+    second.run()
+    assert any("number 1 in the queue" in i.value for i in second.info)
+    assert any("Run:** queued (#1 in queue)" in m.value for m in second.sidebar.markdown)
+    manager.stop(a)
+    assert manager.wait(b, timeout=120).status == "completed"

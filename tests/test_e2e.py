@@ -168,3 +168,26 @@ def test_newcomer_trains_on_the_sample_and_downloads_the_bundle(
         )
     no_exception()
     shot("6-export")
+
+
+def test_zip_upload_reports_skipped_files(app_url: str, browser, tmp_path: Path) -> None:
+    from conftest import make_class_folders
+
+    root = make_class_folders(tmp_path / "pets", {"red": 10, "green": 10})
+    (root / "red" / "broken.jpg").write_bytes(b"not really a jpeg")
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in root.rglob("*.*"):
+            zf.write(f, Path("pets") / f.relative_to(root))
+        zf.writestr("__MACOSX/pets/._red", b"junk")
+    page = browser.new_page(viewport={"width": 1280, "height": 1800})
+    page.goto(app_url)
+    page.get_by_role("button", name="Use my own images").click()
+    dropzone = page.locator('[data-testid="stFileUploaderDropzoneInput"]').first
+    dropzone.wait_for(state="attached", timeout=30_000)
+    dropzone.set_input_files(str(archive))
+    page.get_by_text("pets.zip: 2 classes, 20 usable images").wait_for(timeout=60_000)
+    page.get_by_text("Skipped files").first.wait_for()
+    page.get_by_text("not an image Pillow can read").wait_for(state="attached")  # a canvas grid cell
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(SHOTS / "7-upload.png"))

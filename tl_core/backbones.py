@@ -184,7 +184,6 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
     ]
 }
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 def list_backbones(filter: str = "") -> list[BackboneSpec]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .backbones import DEFAULT_BACKBONE
 from .errors import ConfigError
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+"""Offline, pretrained, fast on a CPU: see ``backbones.BACKBONES``."""
 
 STRATEGIES: dict[str, str] = {
     "feature-extraction": "Backbone frozen; only a new head is trained (on cached features).",

@@ -40,12 +40,25 @@ def job_manager() -> Any:
     return get_job_manager()
 
 
-@st.cache_resource(show_spinner=False)
-def scan(source: str, val_fraction: float = 0.2, seed: int = 0, _progress: Any = None) -> Any:
-    """Scan once per source and split; "Rescan" on the data page clears this."""
+@st.cache_resource
+def _scans() -> dict[tuple[str, float, int], Any]:
+    """Process-wide scan results: st.cache_* can't host a progress bar drawn from inside."""
+    return {}
+
+
+def scan(source: str, val_fraction: float = 0.2, seed: int = 0, progress: Any = None) -> Any:
+    """Scan once per source and split; "Rescan" on the data page calls ``clear_scans``."""
     from tl_core.data import scan_dataset
 
-    return scan_dataset(source, val_fraction=val_fraction, seed=seed, progress=_progress)
+    key = (source, val_fraction, seed)
+    store = _scans()
+    if key not in store:
+        store[key] = scan_dataset(source, val_fraction=val_fraction, seed=seed, progress=progress)
+    return store[key]
+
+
+def clear_scans() -> None:
+    _scans().clear()
 
 
 def config() -> TrainConfig:
