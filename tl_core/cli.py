@@ -105,13 +105,22 @@ def _train(args: argparse.Namespace, started: float) -> int:
         total=1000,
         file=sys.stderr,
         leave=False,
+        disable=None,  # a bar on a terminal; in logs only the per-epoch lines
         bar_format="{desc} |{bar}| {percentage:3.0f}% {postfix}",
         dynamic_ncols=True,
     )
-    shown_epochs = 0
+    shown_epochs, last_stage = 0, ""
     try:
         while True:
             st = manager.wait(job_id, timeout=0.2)
+            if (
+                bar.disable
+                and st.stage != last_stage
+                and not st.finished
+                and st.stage not in ("training", "starting")
+            ):
+                bar.write(f"{st.stage}...", file=sys.stderr)  # no live bar in a log: say what it's doing
+            last_stage = st.stage
             bar.set_description_str(
                 st.stage if st.stage != "training" else f"epoch {st.epoch}/{st.epochs_total}"
             )
