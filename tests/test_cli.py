@@ -100,3 +100,35 @@ def test_prefetch_offline_says_so(tmp_path: Path) -> None:
     assert out.returncode == 2 and "Could not download" in out.stderr
     out = cli("prefetch", "efficientnet_lite0", home=tmp_path)  # the bundled file is already here
     assert out.returncode == 0 and ".pth" in out.stdout
+
+
+def test_app_command_starts_the_server(tmp_path: Path) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"TL_STUDIO_HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tl_core.cli", "app", "--server.port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if (
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read()
+                    == b"ok"
+                ):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        pytest.fail("tl-studio app did not serve the app")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -65,8 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("prefetch", help="download hub weights into the cache before going offline")
     p.add_argument("names", nargs="+", metavar="NAME")
-    p = sub.add_parser("app", help="start the Streamlit app")
-    p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to `streamlit run`")
+    sub.add_parser("app", help="start the Streamlit app; further options go to `streamlit run`")
     return parser
 
 
@@ -298,7 +297,11 @@ def _app(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "app":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.streamlit_args = extra
     handlers = {
         "train": lambda a: _train(a, started),
         "backbones": _backbones,
