@@ -109,6 +109,7 @@ def test_file_weights_safetensors_and_state_dict(tmp_path: Path) -> None:
         assert model.get_classifier().out_features == 2  # 5-class head dropped, new one made
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_file_weights_refuse_pickled_objects(tmp_path: Path) -> None:
     class Payload:
         def __reduce__(self):

@@ -23,6 +23,7 @@ from .devices import detect_device
 from .errors import TLError
 from .evaluation import predictions_frame, save_predictions
 from .freezing import layer_groups
+from .fsutil import write_atomic
 from .paths import cache_root
 from .runs import Run, RunStore
 from .training import (
@@ -275,7 +276,7 @@ class JobManager:
             )
         except Exception as exc:  # a bug: keep the app alive, keep the traceback for us
             message = f"Internal error ({type(exc).__name__}: {exc}). Details in {job.run.dir / 'error.log'}."
-            (job.run.dir / "error.log").write_text(traceback.format_exc())
+            write_atomic(job.run.dir / "error.log", traceback.format_exc())
             fields = {"error": message}
             job.update(status=status, error=message, error_type=type(exc).__name__, stage="failed")
         finally:
