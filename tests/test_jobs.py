@@ -141,3 +141,12 @@ def test_finished_run_reloads_and_predicts(tmp_path: Path, color_folders: Path) 
         abs(sum(p for _, p in predict(loaded, next((color_folders / "red").glob("*.png")), top_k=3)) - 1)
         < 1e-4
     )
+
+
+def test_unexpected_errors_fail_the_job_not_the_process(tmp_path: Path, color_folders: Path) -> None:
+    manager = JobManager(tmp_path / "runs")
+    snap = manager.wait(manager.submit(tiny(color_folders, model_kwargs={"no_such_arg": 1})), timeout=60)
+    assert snap.status == "failed" and not snap.user_error
+    assert snap.error.startswith("Internal error (TypeError")
+    assert "Traceback" in (Path(snap.run_dir) / "error.log").read_text()
+    assert Run(snap.run_dir).status()["status"] == "failed"
