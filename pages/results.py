@@ -6,7 +6,14 @@ from PIL import Image
 import ui
 from tl_core.charts import confusion_matrix, training_curves
 from tl_core.errors import TLError
-from tl_core.evaluation import confusion, load_predictions, misclassified, most_confused, per_class_report
+from tl_core.evaluation import (
+    cell,
+    confusion,
+    load_predictions,
+    misclassified,
+    most_confused,
+    per_class_report,
+)
 from tl_core.images import load_rgb
 from tl_core.inference import predict
 
@@ -51,30 +58,44 @@ with right:
         ),
         hide_index=True,
         width="stretch",
+        height=min(36 * (len(labels) + 2), 600),  # every class and the average, without scrolling
     )
     pairs = most_confused(preds)
     if pairs:
         st.markdown("**Most confused:** " + "; ".join(f"{t} → {p} ({n}×)" for t, p, n in pairs))
 
-st.subheader("Mistakes, most confident first")
-wrong = misclassified(preds)
-if wrong.empty:
-    st.success("No validation image is misclassified.")
+st.subheader("Look inside the confusion matrix")
+pairs = most_confused(preds, top=len(labels) ** 2)
+default_true, default_pred = (pairs[0][0], pairs[0][1]) if pairs else (labels[0], labels[0])
+a, b = st.columns(2)
+true = a.selectbox("True class", labels, index=labels.index(default_true))
+pred = b.selectbox(
+    "Predicted as",
+    labels,
+    index=labels.index(default_pred),
+    help="Pick the same class as the true one to see correct predictions.",
+)
+hits = cell(preds, true, pred)
+if hits.empty:
+    st.caption(f"No validation image of {true} was predicted as {pred}.")
 else:
-    st.caption("Confident mistakes are often mislabelled images: worth a look.")
-    shown = wrong.head(12)
+    st.caption(
+        f"{len(hits)} image(s), most confident first. Confident mistakes are often mislabelled images."
+    )
     cols = st.columns(6)
-    for i, row in shown.iterrows():
+    for i, row in hits.head(12).iterrows():
         with cols[i % 6]:
             try:
                 img = load_rgb(row["path"], draft_size=128)
                 img.thumbnail((128, 128))
                 st.image(
                     img.resize((128, 128), Image.NEAREST) if max(img.size) < 64 else img,
-                    caption=f"true {row['true']} → {row['predicted']} ({row['confidence']:.0%})",
+                    caption=f"{row['confidence']:.0%} sure",
                 )
             except Exception:
                 st.caption(f"{row['path']} (image no longer readable)")
+if misclassified(preds).empty:
+    st.success("No validation image is misclassified.")
 
 st.subheader("Try it")
 src = st.radio("Image from", ["upload", "camera"], horizontal=True)

@@ -111,6 +111,7 @@ def test_train_page_freeze_map_and_a_real_job(color_folders: Path) -> None:
     at = page(at, "results")
     assert any(m.label == "Best validation accuracy" for m in at.metric)
     assert len(at.dataframe) >= 1
+    assert {"True class", "Predicted as"} <= {s.label for s in at.selectbox}
     at = page(at, "export")
     assert not at.exception
     assert any("bundle" in str(getattr(b, "label", "")).lower() for b in at.get("download_button"))
@@ -181,3 +182,10 @@ def test_two_sessions_queue_fairly(color_folders: Path) -> None:
     assert any("Run:** queued (#1 in queue)" in m.value for m in second.sidebar.markdown)
     manager.stop(a)
     assert manager.wait(b, timeout=120).status == "completed"
+
+
+def test_public_api_resolves() -> None:
+    import tl_core
+
+    for name in tl_core.__all__:
+        assert getattr(tl_core, name) is not None, name

@@ -48,3 +48,11 @@ def test_mistakes_most_confident_first(frame) -> None:
         ("dog", "fox", 1),
         ("cat", "dog", 1),
     ]
+
+
+def test_cell_lists_the_images_behind_a_confusion_cell(frame) -> None:
+    from tl_core.evaluation import cell
+
+    assert list(cell(frame, "dog", "fox")["path"]) == ["d.png"]
+    assert list(cell(frame, "fox", "fox")["path"]) == ["e.png", "f.png"]
+    assert cell(frame, "fox", "cat").empty

@@ -239,11 +239,6 @@ def available_sources(spec: BackboneSpec) -> dict[str, bool]:
     }
 
 
-def offline_ready(spec: BackboneSpec) -> bool:
-    src = available_sources(spec)
-    return src["bundled"] or src["hub"]
-
-
 def resolve_weights(spec: BackboneSpec, weights: str = "auto") -> str:
     """Pick a concrete source for ``weights``: bundled, then cached hub, then hub download."""
     if weights.startswith("file:"):

@@ -72,9 +72,6 @@ class DatasetProfile:
     def n_test(self) -> int:
         return self.n("test")
 
-    def per_class_total(self) -> dict[str, int]:
-        return {c: sum(self.counts[s].get(c, 0) for s in self.counts) for c in self.classes}
-
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(n_train=self.n_train, n_val=self.n_val, n_test=self.n_test)

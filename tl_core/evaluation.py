@@ -8,7 +8,6 @@ after a restart.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,5 +87,7 @@ def most_confused(df: pd.DataFrame, top: int = 5) -> list[tuple[str, str, int]]:
     return [(t, p, int(n)) for (t, p), n in wrong.head(top).items()]
 
 
-def run_predictions(run_dir: str | Path) -> pd.DataFrame | None:
-    return load_predictions(Run(run_dir))
+def cell(df: pd.DataFrame, true: str, predicted: str) -> pd.DataFrame:
+    """The images behind one confusion-matrix cell, most confident first."""
+    hits = df[(df["true"] == true) & (df["predicted"] == predicted)]
+    return hits.sort_values("confidence", ascending=False).reset_index(drop=True)
