@@ -79,22 +79,22 @@ DOMAIN_RULES: dict[str, Rule] = {
     "very-similar": Rule(
         "very-similar",
         0,
-        "Your images look like ImageNet photos, so its features already fit: feature extraction works well.",
+        "Everyday photos are what the backbone learned from: its features fit them as they are, so feature extraction works well.",
     ),
     "moderate": Rule(
         "moderate",
         1,
-        "Your images are photos, but specialised: fine-tuning the top layers adapts the high-level features.",
+        "Specialised photos: the low-level features transfer, but fine-tuning the top layers adapts the high-level ones.",
     ),
     "different": Rule(
         "different",
         2,
-        "Your images differ from everyday photos: more layers need to adapt, so unfreeze deeper.",
+        "Images unlike everyday photos: more layers need to adapt, so unfreeze deeper.",
     ),
     "very-different": Rule(
         "very-different",
         3,
-        "Your images are not photos: fine-tune all layers (or, with lots of data, consider training from scratch).",
+        "Images that are not photos: fine-tune all layers (or, with lots of data, consider training from scratch).",
     ),
 }
 TASK_RULES: dict[str, Rule] = {
