@@ -191,3 +191,20 @@ def test_zip_upload_reports_skipped_files(app_url: str, browser, tmp_path: Path)
     page.get_by_text("not an image Pillow can read").wait_for(state="attached")  # a canvas grid cell
     assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(SHOTS / "7-upload.png"))
+
+
+def test_folder_upload(app_url: str, browser, tmp_path: Path) -> None:
+    from conftest import make_class_folders
+
+    root = make_class_folders(tmp_path / "shapes", {"red": 6, "blue": 6})
+    (root / "blue" / "notes.txt").write_text("not an image")
+    page = browser.new_page(viewport={"width": 1280, "height": 1800})
+    page.goto(app_url)
+    page.get_by_role("button", name="Use my own images").click()
+    page.get_by_text("Upload a folder").click()
+    page.get_by_text("A folder with one sub-folder per class").wait_for(timeout=30_000)
+    chooser = page.locator('[data-testid="stFileUploaderDropzoneInput"]').first
+    assert chooser.evaluate("e => e.webkitdirectory")
+    chooser.set_input_files(str(root))
+    page.get_by_text("uploaded folder (13 files): 2 classes, 12 usable images").wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stException"]').count() == 0

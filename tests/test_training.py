@@ -207,3 +207,17 @@ def test_feature_cache_is_reused_and_invalidated_by_file_changes(color_folders: 
     os.utime(victim, ns=(1, 1))
     third_events, _ = run()
     assert any(e.startswith("stage:caching") for e in third_events)
+
+
+def test_feature_cache_prunes_least_recently_used(tmp_path: Path) -> None:
+    import os
+
+    from tl_core.training import prune_feature_cache
+
+    for i, name in enumerate(["old", "mid", "new"]):
+        f = tmp_path / f"{name}.safetensors"
+        f.write_bytes(b"x" * 100)
+        os.utime(f, (1000 + i, 1000 + i))
+    removed = prune_feature_cache(tmp_path, max_bytes=250)
+    assert [p.name for p in removed] == ["old.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mid.safetensors", "new.safetensors"]

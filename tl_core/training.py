@@ -37,6 +37,8 @@ from .preprocessing import eval_transform, train_transform
 from .strategies import Phase, plan_phases
 
 IMBALANCE_FOR_WEIGHTS = 3.0
+FEATURE_CACHE_BYTES = 2 * 1024**3
+"""Least-recently-used cached features beyond this are deleted (a digits run takes ~9 MB)."""
 _HEAD_BATCH_COST = 0.01
 """A batch on cached features costs ~1% of a backbone batch; used for progress and ETA."""
 
@@ -167,6 +169,18 @@ class BestWeights(Callback):
     def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None:
         if self.state is not None:
             trainer.model.load_state_dict(self.state)
+
+
+def prune_feature_cache(folder: Path, max_bytes: int) -> list[Path]:
+    """Delete the least recently used cache files until the folder fits in ``max_bytes``."""
+    files = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+    removed, total = [], 0
+    for f in files:
+        total += f.stat().st_size
+        if total > max_bytes:
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
 
 
 def seed_everything(seed: int) -> None:
@@ -508,6 +522,7 @@ class Trainer:
                 except Exception:  # a damaged cache entry is recomputed, never fatal
                     cache_file.unlink(missing_ok=True)
                 else:
+                    os.utime(cache_file)  # recently used: keep it when pruning
                     self.units_done += n_batches
                     self._fire("on_stage", f"loaded cached {split} features", n_batches, n_batches)
                     return cached["features"], cached["labels"]
@@ -529,6 +544,7 @@ class Trainer:
 
             blob = save({"features": out[0].cpu().contiguous(), "labels": out[1].cpu().contiguous()})
             write_atomic(cache_file, blob)
+            prune_feature_cache(cache_file.parent, FEATURE_CACHE_BYTES)
         return out
 
     def _fit_cached(self) -> None:
