@@ -5,7 +5,7 @@ import streamlit as st
 
 import ui
 from tl_core.advisor import recommend_backbone
-from tl_core.backbones import available_sources, list_backbones
+from tl_core.backbones import list_backbones, weights_status
 from tl_core.devices import detect_device
 from tl_core.estimates import estimate_epoch
 
@@ -17,8 +17,8 @@ cfg = ui.config()
 p = ds.profile
 device = detect_device("auto")
 specs = list_backbones()
-sources = {s.name: available_sources(s) for s in specs}
-ready = {n: src["bundled"] or src["hub"] for n, src in sources.items()}
+status = {s.name: weights_status(s) for s in specs}
+ready = {n: st_ != "needs download" for n, st_ in status.items()}
 rate = ui.device_rate()
 recommended, why = recommend_backbone(specs, ready, device.device == "cuda")
 
@@ -38,7 +38,6 @@ for s in specs:
         if cfg.uses_feature_cache
         else f"≈{est.later_epoch_s:.0f} s"
     )
-    src = sources[s.name]
     rows.append(
         {
             "": "⭐" if s.name == recommended else "",
@@ -48,11 +47,7 @@ for s in specs:
             "ImageNet top-1 %": s.top1,
             "input px": s.input_size,
             "time per epoch": timing,
-            "weights": "offline (bundled)"
-            if src["bundled"]
-            else "offline (cached)"
-            if src["hub"]
-            else "needs download",
+            "weights": f"offline ({status[s.name]})" if ready[s.name] else status[s.name],
             "best for": s.best_for,
         }
     )

@@ -1,7 +1,6 @@
 """Results: how good is the model, where does it go wrong, and try it on a new image."""
 
 import streamlit as st
-from PIL import Image
 
 import ui
 from tl_core.charts import confusion_matrix, training_curves
@@ -14,7 +13,7 @@ from tl_core.evaluation import (
     most_confused,
     per_class_report,
 )
-from tl_core.images import load_rgb
+from tl_core.images import ImageProblem, load_rgb, thumbnail
 from tl_core.inference import predict
 
 ui.sidebar()
@@ -86,13 +85,8 @@ else:
     for i, row in hits.head(12).iterrows():
         with cols[i % 6]:
             try:
-                img = load_rgb(row["path"], draft_size=128)
-                img.thumbnail((128, 128))
-                st.image(
-                    img.resize((128, 128), Image.NEAREST) if max(img.size) < 64 else img,
-                    caption=f"{row['confidence']:.0%} sure",
-                )
-            except Exception:
+                st.image(thumbnail(row["path"], 128), caption=f"{row['confidence']:.0%} sure")
+            except ImageProblem:
                 st.caption(f"{row['path']} (image no longer readable)")
 if misclassified(preds).empty:
     st.success("No validation image is misclassified.")
@@ -106,15 +100,11 @@ shot = (
 )
 if shot is not None:
     try:
-        from io import BytesIO
-
-        from PIL import ImageOps
-
-        img = ImageOps.exif_transpose(Image.open(BytesIO(shot.getvalue()))).convert("RGB")
+        img = load_rgb(shot.getvalue())  # the same checks and RGB conversion as training data
         top = predict(ui.loaded_model(str(run.dir)), img, top_k=min(5, len(labels)))
         a, b = st.columns([1, 2])
         a.image(img, width=200)
         for label, prob in top:
             b.progress(prob, text=f"{label}: {prob:.1%}")
-    except (TLError, OSError, ValueError) as exc:
+    except (TLError, ImageProblem) as exc:
         ui.error(exc, "Try another image file (JPEG or PNG).")

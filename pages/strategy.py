@@ -55,7 +55,6 @@ answers = WizardAnswers(
     time_budget_min=budget,
 )
 rec = recommend(answers)
-st.session_state["recommendation"] = rec.to_dict()
 
 st.subheader(f"Recommended: {rec.rung_name}")
 st.plotly_chart(ladder(LADDER, rec.rung), width="stretch")
@@ -70,8 +69,7 @@ st.markdown("**Why:**\n" + "\n".join(f"- {line}" for line in rec.why))
 if st.button("Accept recommendation", type="primary"):
     groups, _ = ui.describe(cfg.backbone, len(p.classes))
     body = [g.name for g in groups if g.name != "head"]
-    ui.update_config(**{k: v for k, v in apply_recommendation(rec, cfg, body).to_dict().items()})
-    st.session_state["accepted"] = True
+    ui.update_config(**apply_recommendation(rec, cfg, body).to_dict())
     st.switch_page(ui.PAGES["backbone"])
 
 with st.expander("Override: choose the settings yourself"):

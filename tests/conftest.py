@@ -17,6 +17,17 @@ from PIL import Image  # noqa: E402
 TINY_MODEL = "test_efficientnet"
 """timm's 100k-parameter EfficientNet: same API as the real ones, trains in milliseconds."""
 
+
+def tiny_config(data: Path, **overrides: object):
+    """A TrainConfig on the tiny model at 32 px, random init: seconds per run on a CPU."""
+    from tl_core.config import TrainConfig
+
+    base = dict(
+        data=str(data), backbone=TINY_MODEL, weights="none", catalog_only=False, image_size=32, batch_size=4
+    )
+    return TrainConfig(**(base | overrides))
+
+
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220)}
 
 

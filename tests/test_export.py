@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MODEL
-from tl_core.config import TrainConfig
+from conftest import tiny_config
 from tl_core.errors import TLError
 from tl_core.export import bundle_bytes, training_plan, write_bundle
 from tl_core.jobs import JobManager
@@ -19,17 +18,7 @@ from tl_core.runs import Run, RunStore
 @pytest.fixture
 def finished_run(tmp_path: Path, color_folders: Path) -> Run:
     manager = JobManager(tmp_path / "runs")
-    cfg = TrainConfig(
-        data=str(color_folders),
-        backbone=TINY_MODEL,
-        weights="none",
-        catalog_only=False,
-        image_size=32,
-        batch_size=8,
-        strategy="fine-tune-top",
-        epochs=3,
-        unfreeze_top=1,
-    )
+    cfg = tiny_config(color_folders, batch_size=8, strategy="fine-tune-top", epochs=3, unfreeze_top=1)
     snap = manager.wait(manager.submit(cfg), timeout=60)
     assert snap.status == "completed", snap.error
     return Run(snap.run_dir)

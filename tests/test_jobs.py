@@ -7,18 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MODEL
+from conftest import tiny_config
 from tl_core.config import TrainConfig
 from tl_core.errors import BackboneError, ConfigError, TLError
 from tl_core.jobs import JobManager
 from tl_core.runs import Run
 
-
-def tiny(data: Path, **kw) -> TrainConfig:
-    base = dict(
-        data=str(data), backbone=TINY_MODEL, weights="none", catalog_only=False, image_size=32, batch_size=4
-    )
-    return TrainConfig(**(base | kw))
+tiny = tiny_config
 
 
 def wait_for(predicate, timeout: float = 30.0) -> None:

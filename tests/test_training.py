@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_MODEL, make_class_folders
+from conftest import TINY_MODEL, make_class_folders, tiny_config
 from tl_core.backbones import create_backbone
-from tl_core.config import TrainConfig
 from tl_core.data import scan_dataset
 from tl_core.devices import detect_device
 from tl_core.errors import TrainingFailed
@@ -26,15 +25,7 @@ from tl_core.training import (
 
 
 def make_trainer(data: Path, callbacks=(), **kw) -> Trainer:
-    cfg = TrainConfig(
-        data=str(data),
-        backbone=TINY_MODEL,
-        weights="none",
-        catalog_only=False,
-        image_size=32,
-        batch_size=8,
-        **kw,
-    )
+    cfg = tiny_config(data, **({"batch_size": 8} | kw))
     seed_everything(cfg.seed)
     dataset = scan_dataset(data, seed=cfg.seed)
     model, info = create_backbone(TINY_MODEL, len(dataset.classes), "none", 32, catalog_only=False)

@@ -239,6 +239,12 @@ def available_sources(spec: BackboneSpec) -> dict[str, bool]:
     }
 
 
+def weights_status(spec: BackboneSpec) -> str:
+    """``bundled`` or ``cached`` (usable offline now), else ``needs download``."""
+    src = available_sources(spec)
+    return "bundled" if src["bundled"] else "cached" if src["hub"] else "needs download"
+
+
 def resolve_weights(spec: BackboneSpec, weights: str = "auto") -> str:
     """Pick a concrete source for ``weights``: bundled, then cached hub, then hub download."""
     if weights.startswith("file:"):

@@ -199,13 +199,12 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def _backbones(args: argparse.Namespace) -> int:
-    from .backbones import available_sources, list_backbones
+    from .backbones import list_backbones, weights_status
 
     rows = []
     for spec in list_backbones():
-        src = available_sources(spec)
-        offline = "bundled" if src["bundled"] else "cached" if src["hub"] else "needs download"
-        rows.append(spec.to_dict() | {"offline": offline, "offline_ready": src["bundled"] or src["hub"]})
+        offline = weights_status(spec)
+        rows.append(spec.to_dict() | {"offline": offline, "offline_ready": offline != "needs download"})
     if args.json:
         print(json.dumps(rows))
     else:

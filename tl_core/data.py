@@ -18,7 +18,7 @@ from PIL import Image
 
 from .archive import DEFAULT_MAX_BYTES, extract_zip
 from .errors import DatasetError
-from .images import ImageProblem, load_rgb
+from .images import ImageProblem, load_rgb, thumbnail
 from .paths import uploads_root
 from .samples import SAMPLES, materialize_sample
 
@@ -315,10 +315,6 @@ def thumbnails(
     for path, label in dataset.items["train"]:
         bucket = out[dataset.classes[label]]
         if len(bucket) < per_class:
-            img = load_rgb(path, draft_size=size)
-            img.thumbnail((size, size))
-            if max(img.size) < size:  # tiny images (8x8 digits) are shown enlarged, pixel-sharp
-                scale = size // max(img.size)
-                img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+            img = thumbnail(path, size)
             bucket.append((Path(path).name, img))
     return out

@@ -35,22 +35,21 @@ def training_plan(run: Run) -> dict[str, Any]:
     """Everything the standalone script needs, as JSON-ready data."""
     import timm
 
-    from .data import scan_dataset
     from .training import class_weights
 
     cfg = TrainConfig.from_dict(run.read_json("config.json") or {}).resolved()
     backbone = run.read_json("backbone.json") or {}
     labels = run.read_json("labels.json")
-    if not backbone or not labels:
-        raise TLError(f"Run {run.id} did not get far enough to export (no backbone or labels yet).")
-    dataset = scan_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    root = Path(dataset.profile.root)
+    split = run.read_json("split.json")
+    if not backbone or not labels or not split:
+        raise TLError(f"Run {run.id} did not get far enough to export (no backbone, labels or split yet).")
+    root = Path(run.read_json("dataset.json")["root"])
     model = timm.create_model(
         cfg.backbone, pretrained=False, num_classes=len(labels), **backbone.get("model_kwargs", {})
     )
     groups = layer_groups(model)
     spec = BACKBONES.get(cfg.backbone)
-    weights = class_weights([lbl for _, lbl in dataset.items["train"]], len(labels), cfg.class_weights)
+    weights = class_weights([lbl for _, lbl in split["train"]], len(labels), cfg.class_weights)
     return {
         "backbone": cfg.backbone,
         "hub_name": spec.hub_name if spec else None,
@@ -72,8 +71,8 @@ def training_plan(run: Run) -> dict[str, Any]:
         "bn_params": sorted(bn_param_names(model)) if cfg.train_bn else [],
         "groups": {g.name: g.params for g in groups},
         "phases": [{"name": p.name, "epochs": p.epochs, "lrs": p.lrs} for p in plan_phases(cfg, groups)],
-        "train": _relative_items(dataset.items["train"], root),
-        "val": _relative_items(dataset.items["val"], root),
+        "train": _relative_items(split["train"], root),
+        "val": _relative_items(split["val"], root),
         "data_root_used": str(root),
     }
 

@@ -6,6 +6,7 @@ also trains fine.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -39,8 +40,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
-    """Open, validate and decode ``path`` as RGB with EXIF orientation applied.
+def load_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image.Image:
+    """Open, validate and decode a file (or uploaded bytes) as RGB with EXIF orientation applied.
 
     Args:
         draft_size: if set, let the JPEG decoder skip detail below this size; decoding a
@@ -49,17 +50,20 @@ def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
     Raises:
         ImageProblem: with a short reason (empty, not an image, truncated, too large...).
     """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ImageProblem(f"cannot read file ({exc.strerror or exc})") from exc
+    if isinstance(source, bytes):
+        size, opened = len(source), io.BytesIO(source)
+    else:
+        opened = Path(source)
+        try:
+            size = opened.stat().st_size
+        except OSError as exc:
+            raise ImageProblem(f"cannot read file ({exc.strerror or exc})") from exc
     if size == 0:
         raise ImageProblem("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(opened) as img:
                 _check_dimensions(img.size)
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))
@@ -84,3 +88,13 @@ def _check_dimensions(size: tuple[int, int]) -> None:
         raise ImageProblem(f"image too large ({w}x{h}, over {MAX_PIXELS // 1_000_000} megapixels)")
     if max(w, h) / min(w, h) > MAX_ASPECT:
         raise ImageProblem(f"absurd dimensions {w}x{h} (aspect ratio over {MAX_ASPECT:.0f}:1)")
+
+
+def thumbnail(source: str | Path, size: int) -> Image.Image:
+    """A preview at most ``size`` px; tiny images (8x8 digits) are enlarged pixel-sharp."""
+    img = load_rgb(source, draft_size=size)
+    img.thumbnail((size, size))
+    if max(img.size) < size:
+        scale = size // max(img.size)
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img

@@ -179,6 +179,7 @@ def _execute(job: Job) -> TrainResult:
     run.write_json("labels.json", dataset.classes)
     run.write_json("data_config.json", info.data_config)
     run.write_json("dataset.json", profile.to_dict())
+    run.write_json("split.json", dataset.items)  # the exact files, for export without a rescan
     run.write_json("backbone.json", dataclasses.asdict(info))
     best = BestWeights()
     callbacks: list[Callback] = [StopOnEvent(job.stop_event), best, _JobProgress(job)]
@@ -224,13 +225,12 @@ class JobManager:
         self._queue: list[Job] = []
         self._running: dict[str, Job] = {}
 
-    def submit(self, config: TrainConfig, runs_dir: str | Path | None = None) -> str:
+    def submit(self, config: TrainConfig) -> str:
         """Validate ``config``, create its run folder, queue it; return an unguessable job id."""
         cfg = config.resolved()
         check_weights(cfg.backbone, cfg.weights, cfg.catalog_only)
         device_key = detect_device(cfg.device).device
-        store = RunStore(runs_dir) if runs_dir else self.store
-        run = store.create(cfg.to_dict())
+        run = self.store.create(cfg.to_dict())
         job = Job(secrets.token_urlsafe(16), cfg, run, device_key)
         with self._lock:
             self._jobs[job.id] = job

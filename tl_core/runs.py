@@ -1,5 +1,5 @@
 """A run is a folder: ``config.json``, ``metrics.jsonl``, ``status.json``, ``best.safetensors``,
-``labels.json``, ``data_config.json`` and ``dataset.json``.
+``labels.json``, ``data_config.json``, ``dataset.json``, ``split.json`` and ``backbone.json``.
 
 Everything is written atomically (``metrics.jsonl`` is append-only, one line per epoch), so a
 crash or a browser refresh never leaves a half-written file, and runs can be listed and
