@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from conftest import make_class_folders, write_image
+from tl_core.archive import save_upload
 from tl_core.data import scan_dataset
 from tl_core.errors import DatasetError
+from tl_core.paths import uploads_root
 
 
 def test_class_folders_are_split_stratified_and_deterministic(color_folders: Path) -> None:
@@ -112,3 +114,13 @@ def test_digits_sample(studio_home: Path) -> None:
     assert p.suggested_image_size == 128
     d = p.to_dict()
     assert d["n_train"] == p.n_train and d["classes"] == p.classes
+
+
+def test_errors_about_an_upload_name_the_users_zip(tmp_path: Path, studio_home: Path) -> None:
+    archive = tmp_path / "built.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("notes.txt", b"no class folders here")
+    stored = save_upload("slip.zip", archive.read_bytes(), uploads_root())
+    with pytest.raises(DatasetError, match=r"No class folders found in slip\.zip\.") as exc:
+        scan_dataset(stored)
+    assert stored.name not in str(exc.value) and "uploads" not in str(exc.value)

@@ -39,6 +39,8 @@ _DEFAULTS: dict[str, tuple[int, float]] = {
 @dataclass
 class TrainConfig:
     data: str = "digits"
+    data_label: str = ""
+    """The name the user knows the data by ("hymenoptera.zip"), for labels; not a path."""
     backbone: str = DEFAULT_BACKBONE
     strategy: str = "feature-extraction"
     weights: str = "auto"

@@ -16,10 +16,10 @@ from typing import Any
 
 from PIL import Image
 
-from .archive import DEFAULT_MAX_BYTES, extract_zip
+from .archive import DEFAULT_MAX_BYTES, display_name, extract_zip
 from .errors import DatasetError
 from .images import ImageProblem, load_rgb, thumbnail
-from .paths import uploads_root
+from .paths import studio_home, uploads_root
 from .samples import SAMPLES, materialize_sample
 
 SPLIT_NAMES: dict[str, tuple[str, ...]] = {
@@ -98,6 +98,13 @@ def _visible_children(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not _is_junk(p.name))
 
 
+def _extraction_root(archive: Path) -> Path:
+    """An upload unpacks beside itself, inside its own workspace (and goes when the workspace's
+    uploads are cleaned up); any other zip unpacks into the studio's uploads folder."""
+    parent = archive.resolve().parent
+    return parent if parent.is_relative_to(studio_home().resolve()) else uploads_root()
+
+
 def _unwrap(root: Path) -> Path:
     """Descend through a lone wrapper folder (``data.zip`` -> ``data/`` -> classes)."""
     for _ in range(2):
@@ -133,8 +140,8 @@ def resolve_source(source: str | Path, *, max_zip_bytes: int = DEFAULT_MAX_BYTES
         )
     if path.is_file():
         if path.suffix.lower() != ".zip":
-            raise DatasetError(f"{path.name} is a file but not a .zip: give a folder or a .zip.")
-        return _unwrap(extract_zip(path, uploads_root(), max_zip_bytes)), "upload"
+            raise DatasetError(f"{display_name(path)} is a file but not a .zip: give a folder or a .zip.")
+        return _unwrap(extract_zip(path, _extraction_root(path), max_zip_bytes)), "upload"
     return _unwrap(path), "folder"
 
 
@@ -193,10 +200,12 @@ def scan_dataset(
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
     root, kind = resolve_source(source, max_zip_bytes=max_zip_bytes)
+    # Name an upload as the user knows it, never the internal folder it was unpacked to.
+    where = display_name(source) if kind == "upload" else str(root)
     splits = _split_dirs(root)
     if splits:
         if "train" not in splits:
-            raise DatasetError(f"{root} has {', '.join(splits)} folders but no train/ folder.")
+            raise DatasetError(f"{where} has {', '.join(splits)} folders but no train/ folder.")
         raw = {name: _collect_split(d) for name, d in splits.items()}
         layout = "split"
     else:
@@ -205,7 +214,7 @@ def scan_dataset(
     classes = sorted(raw["train"])
     if not classes:
         raise DatasetError(
-            f"No class folders found in {root}. Put each class's images in its own folder "
+            f"No class folders found in {where}. Put each class's images in its own folder "
             "(e.g. cats/ and dogs/), or use train/ and val/ folders that each hold class folders."
         )
 

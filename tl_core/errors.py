@@ -29,3 +29,12 @@ class ConfigError(TLError):
 
 class TrainingFailed(TLError):
     """A run stopped for a reason the user can act on (diverged loss, out of memory)."""
+
+
+class NotFound(TLError):
+    """No such run, job or workspace *for this caller*: the same answer whether it exists
+    elsewhere or not, so ids from another workspace reveal nothing."""
+
+
+class QuotaExceeded(TLError):
+    """A workspace asked for more than its share of a shared server."""

@@ -52,3 +52,12 @@ def build_dir_atomically(final: Path, build: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """The file's JSON, or ``default`` when it is missing or unreadable (a reader never fails
+    on a file another process is about to replace)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default

@@ -1,43 +1,36 @@
-"""Background training jobs: a process-wide ``JobManager`` with a FIFO queue per device.
+"""Training jobs: a ``JobManager`` with a fair queue per device, executors that run the jobs.
 
-Jobs belong to the process, not to a browser tab: any code that knows a job id can watch or
-stop it, so a page refresh re-attaches instead of orphaning a thread. The training thread
-only mutates a ``JobStatus`` behind a lock; readers get cheap copies via ``snapshot()``.
+Jobs belong to the server, not to a browser tab: whoever knows a job id *and* its workspace
+can watch or stop it, so a refresh re-attaches and other students see "not found". The
+manager only keeps a ``JobStatus`` per job, fed by the executor's JSON events; readers get
+cheap copies via ``snapshot()``. Where the job really runs (a thread, a worker process, later
+a Ray actor) is the executor's business.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
+import statistics
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backbones import check_weights, create_backbone
 from .config import TrainConfig
-from .data import scan_dataset
-from .devices import detect_device
-from .errors import TLError
-from .evaluation import predictions_frame, save_predictions
-from .freezing import layer_groups
-from .fsutil import write_atomic
-from .paths import cache_root
+from .errors import NotFound, QuotaExceeded
+from .executors import Executor, ProcessExecutor, ThreadExecutor
+from .queueing import expected_waits, service_order
+from .runner import JobSpec
 from .runs import Run, RunStore
-from .training import (
-    BestWeights,
-    Callback,
-    EarlyStopping,
-    EpochRecord,
-    StopOnEvent,
-    Trainer,
-    TrainResult,
-    seed_everything,
-)
+from .settings import StudioSettings
+from .workspaces import SOLO, WorkspaceStore
 
 FINISHED = ("stopped", "completed", "failed")
+DOUBLE_SUBMIT_S = 10.0
+"""A repeated ``request_id`` within this window is the same click, not a second job."""
 
 
 @dataclass
@@ -45,9 +38,17 @@ class JobStatus:
     job_id: str
     run_id: str
     run_dir: str
+    workspace: str = SOLO
+    owner: str = ""
+    """The workspace's display name, for the instructor's queue."""
+    data_label: str = ""
+    backbone: str = ""
+    strategy: str = ""
     status: str = "queued"
     """queued / running / stopping / stopped / completed / failed."""
     queue_position: int | None = None
+    wait_s: float | None = None
+    """Estimated seconds until a queued job starts; None while there is nothing to go by."""
     stage: str = "waiting"
     stage_done: int = 0
     stage_total: int = 0
@@ -65,272 +66,332 @@ class JobStatus:
     user_error: bool = False
     result: dict[str, Any] | None = None
     device: str = ""
+    time_limit_s: float | None = None
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    version: int = 0
+    """Bumped on every change, so a watcher redraws only when something changed."""
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def trained(self) -> bool:
+        """At least one epoch ended, so there are weights and results to look at."""
+        return bool(self.history)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 class Job:
-    def __init__(self, job_id: str, config: TrainConfig, run: Run, device_key: str):
+    """The manager's record of one job: its config, run folder and live status."""
+
+    def __init__(
+        self, job_id: str, config: TrainConfig, run: Run, device_key: str, workspace: str, owner: str
+    ):
         self.id = job_id
         self.config = config
         self.run = run
         self.device_key = device_key
-        self.stop_event = threading.Event()
+        self.workspace = workspace
+        self.request_id: str | None = None
         self.done = threading.Event()
-        self.thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._status = JobStatus(job_id=job_id, run_id=run.id, run_dir=str(run.dir))
+        self._status = JobStatus(
+            job_id=job_id,
+            run_id=run.id,
+            run_dir=str(run.dir),
+            workspace=workspace,
+            owner=owner,
+            data_label=config.data_label or Path(config.data).name,
+            backbone=config.backbone,
+            strategy=config.strategy,
+        )
 
     def update(self, **changes: Any) -> None:
         with self._lock:
             for key, value in changes.items():
                 setattr(self._status, key, value)
+            self._status.version += 1
 
     def append_history(self, record: dict[str, Any]) -> None:
         with self._lock:
             self._status.history.append(record)
+            self._status.version += 1
 
     def snapshot(self) -> JobStatus:
         with self._lock:
             return dataclasses.replace(self._status, history=list(self._status.history))
 
-
-class _JobProgress(Callback):
-    """Mirrors the trainer's state into the job status and the run folder."""
-
-    def __init__(self, job: Job):
-        self.job = job
-        self.started = time.perf_counter()
-        self.last = 0.0
-
-    def _tick(self, trainer: Trainer, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self.last < 0.1:  # the UI polls at ~1 Hz; don't contend the lock
-            return
-        self.last = now
-        p = trainer.progress
-        elapsed = now - self.started
-        self.job.update(
-            progress=p,
-            epoch=trainer.epoch,
-            epochs_total=trainer.epochs_total,
-            phase=trainer.phase.name if trainer.phase else "",
-            step=int(trainer.units_done),
-            steps_total=int(trainer.units_total),
-            eta_s=elapsed * (1 - p) / p if p > 0.02 else None,
-        )
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        self.started = time.perf_counter()
-        self.job.update(stage="training", epochs_total=trainer.epochs_total)
-
-    def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
-        self.job.update(stage=stage, stage_done=done, stage_total=total)
-        self._tick(trainer)
-
-    def on_phase_start(self, trainer: Trainer, phase: Any) -> None:
-        self.job.update(stage="training", phase=phase.name)
-
-    def on_batch_end(self, trainer: Trainer) -> None:
-        self._tick(trainer)
-
-    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
-        row = record.to_dict()
-        self.job.run.append_metrics(row)
-        self.job.append_history(row)
-        self.job.run.write_status("running", epochs_run=len(trainer.history), epoch=trainer.epoch)
-        self._tick(trainer, force=True)
+    def peek(self, name: str) -> Any:
+        with self._lock:
+            return getattr(self._status, name)
 
 
-def _execute(job: Job) -> TrainResult:
-    """Everything a job does, in order; raises ``TLError`` for problems the user can fix."""
-    cfg, run = job.config, job.run
-    seed_everything(cfg.seed)
+def _device_key(requested: str) -> str:
+    from .devices import detect_device
 
-    def scanning(done: int, total: int) -> None:
-        job.update(stage="scanning images", stage_done=done, stage_total=total)
-        if job.stop_event.is_set():
-            raise _Stopped
-
-    job.update(stage="scanning images")
-    dataset = scan_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, progress=scanning)
-    profile = dataset.profile
-    cfg = dataclasses.replace(cfg, image_size=cfg.image_size or profile.suggested_image_size)
-    job.update(stage="loading backbone")
-    model, info = create_backbone(
-        cfg.backbone,
-        len(dataset.classes),
-        cfg.weights,
-        cfg.image_size,
-        catalog_only=cfg.catalog_only,
-        **cfg.model_kwargs,
-    )
-    device = detect_device(cfg.device)
-    job.update(device=device.label)
-    run.write_json("config.json", cfg.to_dict())
-    run.write_json("labels.json", dataset.classes)
-    run.write_json("data_config.json", info.data_config)
-    run.write_json("dataset.json", profile.to_dict())
-    run.write_json("split.json", dataset.items)  # the exact files, for export without a rescan
-    run.write_json("backbone.json", dataclasses.asdict(info))
-    best = BestWeights()
-    callbacks: list[Callback] = [StopOnEvent(job.stop_event), best, _JobProgress(job)]
-    if cfg.patience:
-        callbacks.insert(1, EarlyStopping(cfg.patience))
-    trainer = Trainer(
-        model,
-        layer_groups(model),
-        cfg,
-        dataset,
-        info.data_config,
-        device,
-        callbacks,
-        feature_cache_dir=cache_root() / "features" if info.weights != "none" else None,
-        weights_id=info.weights_detail,
-    )
-    result = trainer.fit()
-    if result.epochs_run:
-        job.update(stage="evaluating")
-        probs = trainer.predict("val").numpy()
-        save_predictions(run, predictions_frame(dataset.items["val"], probs, dataset.classes))
-        meta = {
-            "backbone": cfg.backbone,
-            "classes": ",".join(dataset.classes),
-            "best_epoch": str(result.best_epoch),
-        }
-        run.save_weights(model.state_dict(), metadata=meta)
-    return result
-
-
-class _Stopped(Exception):
-    """Raised from a progress hook when the user stops a job before training starts."""
+    return detect_device(requested).device
 
 
 class JobManager:
-    """Submit, watch and stop training jobs; at most ``max_per_device`` run at once per device."""
+    """Submit, watch and stop training jobs; at most ``max_per_device`` run at once per device.
 
-    def __init__(self, runs_dir: str | Path | None = None, max_per_device: int = 1):
-        self.store = RunStore(runs_dir)
+    Args:
+        runs_dir: the solo workspace's runs (default ``$TL_STUDIO_HOME/runs``).
+        executor: ``"thread"`` (this process; the CLI's and notebooks' default), ``"process"``
+            (a worker process per device; the app's) or any ``Executor``.
+        max_queued_per_workspace: queued jobs one workspace may have; None is no limit.
+        time_limit_s: each job stops (keeping its best weights) after this long.
+        max_finished_jobs: finished jobs remembered in memory; their runs stay on disk.
+    """
+
+    def __init__(
+        self,
+        runs_dir: str | Path | None = None,
+        max_per_device: int = 1,
+        *,
+        executor: Executor | str = "thread",
+        workspaces: WorkspaceStore | None = None,
+        max_queued_per_workspace: int | None = None,
+        time_limit_s: float | None = None,
+        max_finished_jobs: int = 500,
+    ):
+        self.workspaces = workspaces or WorkspaceStore(solo_runs=runs_dir)
+        if runs_dir is not None:
+            self.workspaces.solo_runs = Path(runs_dir)
+        self.store = self.workspaces.runs(SOLO)
         self.max_per_device = max_per_device
+        self.max_queued_per_workspace = max_queued_per_workspace
+        self.time_limit_s = time_limit_s
+        self.max_finished_jobs = max_finished_jobs
+        if isinstance(executor, str):
+            executor = {"thread": ThreadExecutor, "process": ProcessExecutor}[executor]()
+        self.executor: Executor = executor
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._queue: list[Job] = []
         self._running: dict[str, Job] = {}
+        self._last_served: dict[str, int] = {}
+        self._turn = 0
+        self._durations: list[tuple[str, float]] = []
+        self._devices: set[str] = set()
 
-    def submit(self, config: TrainConfig) -> str:
-        """Validate ``config``, create its run folder, queue it; return an unguessable job id."""
+    # -- submitting --------------------------------------------------------------------------
+    def submit(
+        self, config: TrainConfig, workspace: str = SOLO, owner: str = "", request_id: str | None = None
+    ) -> str:
+        """Validate ``config``, create its run folder, queue it; return an unguessable job id.
+
+        A UI passes ``request_id`` (e.g. its tab and the settings): the same id again while
+        that job is still queued or running, within seconds, returns the same job, so a
+        double-clicked Start submits once.
+        """
+        from .backbones import check_weights
+
         cfg = config.resolved()
         check_weights(cfg.backbone, cfg.weights, cfg.catalog_only)
-        device_key = detect_device(cfg.device).device
-        run = self.store.create(cfg.to_dict())
-        job = Job(secrets.token_urlsafe(16), cfg, run, device_key)
+        ws = self.workspaces.get(workspace)
+        device_key = _device_key(cfg.device)
         with self._lock:
+            for job in self._queue + list(self._running.values()):
+                if (
+                    request_id is not None
+                    and (job.workspace, job.request_id) == (workspace, request_id)
+                    and time.time() - job.peek("submitted_at") < DOUBLE_SUBMIT_S
+                ):
+                    return job.id
+            queued = sum(1 for j in self._queue if j.workspace == workspace)
+            if self.max_queued_per_workspace is not None and queued >= self.max_queued_per_workspace:
+                raise QuotaExceeded(
+                    f"You already have {queued} job(s) waiting, the most this room allows. Stop one "
+                    "of them, or start this once one of them is running."
+                )
+            run = self.workspaces.runs(workspace).create(cfg.to_dict())
+            job = Job(secrets.token_urlsafe(16), cfg, run, device_key, workspace, owner or ws.name)
+            job.request_id = request_id
+            job.update(time_limit_s=self.time_limit_s)
             self._jobs[job.id] = job
             self._queue.append(job)
+            self._devices.add(device_key)
             self._dispatch_locked()
         return job.id
 
     def _dispatch_locked(self) -> None:
-        for job in list(self._queue):
-            busy = sum(1 for j in self._running.values() if j.device_key == job.device_key)
-            if busy < self.max_per_device:
-                self._queue.remove(job)
-                self._running[job.id] = job
-                job.update(status="running", queue_position=None, started_at=time.time(), stage="starting")
-                job.run.write_status("running", started_at=time.time())
-                job.thread = threading.Thread(
-                    target=self._worker, args=(job,), name=f"tl-job-{job.run.id}", daemon=True
-                )
-                job.thread.start()
-        for device in {j.device_key for j in self._queue}:
+        for device in sorted(self._devices):
             waiting = [j for j in self._queue if j.device_key == device]
-            for pos, job in enumerate(waiting, start=1):
-                job.update(queue_position=pos)
+            busy = [j for j in self._running.values() if j.device_key == device]
+            order = service_order(waiting, lambda j: j.workspace, self._last_served)
+            while order and len(busy) < self.max_per_device:
+                job = order.pop(0)
+                self._start_locked(job)
+                busy.append(job)
+            left = self._running_left_s(busy)
+            waits = expected_waits(order, left, self._expected_s)
+            for pos, (job, wait) in enumerate(zip(order, waits, strict=True), start=1):
+                job.update(queue_position=pos, wait_s=wait)
+            self._publish(device, len(busy) + len(order))
 
-    def _worker(self, job: Job) -> None:
-        status, fields = "failed", {}
-        try:
-            result = _execute(job)
-            status = "stopped" if result.status == "stopped" else "completed"
-            summary = result.to_dict()
-            summary.pop("history")
-            fields = {"result": summary, "best_val_acc": result.best_val_acc, "epochs_run": result.epochs_run}
-            job.update(status=status, result=summary, stage=result.status, eta_s=0.0)
-            if status == "completed":
-                job.update(progress=1.0)
-        except _Stopped:
-            status = "stopped"
-            job.update(status=status, stage="stopped before training")
-        except TLError as exc:
-            fields = {"error": str(exc)}
-            job.update(
-                status=status, error=str(exc), error_type=type(exc).__name__, user_error=True, stage="failed"
-            )
-        except Exception as exc:  # a bug: keep the app alive, keep the traceback for us
-            message = f"Internal error ({type(exc).__name__}: {exc}). Details in {job.run.dir / 'error.log'}."
-            write_atomic(job.run.dir / "error.log", traceback.format_exc())
-            fields = {"error": message}
-            job.update(status=status, error=message, error_type=type(exc).__name__, stage="failed")
-        finally:
-            job.update(finished_at=time.time())
-            try:
-                job.run.write_status(status, finished_at=time.time(), **fields)
-            finally:
-                with self._lock:
-                    self._running.pop(job.id, None)
-                    self._dispatch_locked()
-                job.done.set()
+    def _start_locked(self, job: Job) -> None:
+        self._queue.remove(job)
+        self._running[job.id] = job
+        self._turn += 1
+        self._last_served[job.workspace] = self._turn
+        now = time.time()
+        job.update(status="running", queue_position=None, wait_s=None, started_at=now, stage="starting")
+        job.run.write_status("running", started_at=now)
+        spec = JobSpec(
+            job_id=job.id,
+            config=job.config.to_dict(),
+            run_dir=str(job.run.dir),
+            device=job.device_key,
+            time_limit_s=self.time_limit_s,
+        )
+        self.executor.start(spec, self._on_event)
 
-    def _job(self, job_id: str) -> Job:
+    @staticmethod
+    def _publish(device: str, jobs: int) -> None:
+        from .devicelock import publish_load
+
+        with contextlib.suppress(OSError):  # only a courtesy to waiting CLI runs
+            publish_load(device, jobs)
+
+    # -- estimates ---------------------------------------------------------------------------
+    def _expected_s(self, job: Job) -> float | None:
+        """The median length of finished jobs with the same strategy, else of all finished
+        jobs; None before anything has finished."""
+        same = [s for strategy, s in self._durations if strategy == job.config.strategy]
+        pool = same or [s for _, s in self._durations]
+        if not pool:
+            return None
+        return (
+            statistics.median(pool)
+            if self.time_limit_s is None
+            else min(statistics.median(pool), self.time_limit_s)
+        )
+
+    def _running_left_s(self, running: list[Job]) -> float | None:
+        if not running:
+            return 0.0
+        lefts = []
+        for job in running:
+            eta = job.peek("eta_s")
+            if eta is None:
+                expected = self._expected_s(job)
+                started = job.peek("started_at") or time.time()
+                eta = None if expected is None else max(expected - (time.time() - started), 0.0)
+            lefts.append(eta)
+        return None if None in lefts else min(lefts)
+
+    # -- events from the executor ------------------------------------------------------------
+    def _on_event(self, job_id: str, event: dict[str, Any]) -> None:
         job = self._jobs.get(job_id)
         if job is None:
-            raise TLError(f"No job with id '{job_id}' in this process (it may have ended before a restart).")
+            return
+        kind = event["type"]
+        if kind == "update":
+            fields = dict(event["fields"])
+            if job.peek("status") == "stopping":
+                fields.pop("status", None)
+            job.update(**fields)
+        elif kind == "history":
+            job.append_history(event["record"])
+        elif kind == "done":
+            fields = event["fields"]
+            job.update(**fields)
+            if fields.get("status") == "failed" and fields.get("error_type") == "WorkerDied":
+                job.run.write_status(
+                    "failed", error=fields.get("error"), finished_at=fields.get("finished_at")
+                )
+            with self._lock:
+                self._running.pop(job.id, None)
+                started = job.peek("started_at")
+                if fields.get("status") == "completed" and started:
+                    self._durations = [*self._durations[-49:], (job.config.strategy, time.time() - started)]
+                self._dispatch_locked()
+                self._prune_locked()
+            job.done.set()
+
+    def _prune_locked(self) -> None:
+        finished = [j for j in self._jobs.values() if j.done.is_set() or j.peek("status") in FINISHED]
+        excess = len(finished) - self.max_finished_jobs
+        for job in sorted(finished, key=lambda j: j.peek("submitted_at"))[: max(excess, 0)]:
+            del self._jobs[job.id]
+
+    # -- reading and stopping ----------------------------------------------------------------
+    def _job(self, job_id: str, workspace: str | None = None) -> Job:
+        """``workspace=None`` is the instructor's view of every job."""
+        job = self._jobs.get(job_id)
+        if job is None or (workspace is not None and job.workspace != workspace):
+            raise NotFound(f"No job with id '{job_id}' here (it may have ended before a restart).")
         return job
 
-    def snapshot(self, job_id: str) -> JobStatus:
-        return self._job(job_id).snapshot()
+    def snapshot(self, job_id: str, workspace: str | None = None) -> JobStatus:
+        return self._job(job_id, workspace).snapshot()
 
-    def stop(self, job_id: str) -> JobStatus:
+    def stop(self, job_id: str, workspace: str | None = None) -> JobStatus:
         """Ask a job to stop; a queued job stops at once, a running one within one batch."""
-        job = self._job(job_id)
+        job = self._job(job_id, workspace)
         with self._lock:
             if job in self._queue:
                 self._queue.remove(job)
-                job.stop_event.set()
+                now = time.time()
                 job.update(
-                    status="stopped",
-                    stage="stopped while queued",
-                    queue_position=None,
-                    finished_at=time.time(),
+                    status="stopped", stage="stopped while queued", queue_position=None, finished_at=now
                 )
-                job.run.write_status("stopped", finished_at=time.time())
+                job.run.write_status("stopped", finished_at=now)
                 job.done.set()
                 self._dispatch_locked()
             elif not job.snapshot().finished:
-                job.stop_event.set()
                 job.update(status="stopping")
                 job.run.write_status("stopping")
+                self.executor.stop(job.id)
         return job.snapshot()
 
-    def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
-        self._job(job_id).done.wait(timeout)
-        return self.snapshot(job_id)
+    def wait(self, job_id: str, timeout: float | None = None, workspace: str | None = None) -> JobStatus:
+        self._job(job_id, workspace).done.wait(timeout)
+        return self.snapshot(job_id, workspace)
 
-    def jobs(self) -> list[JobStatus]:
+    def jobs(self, workspace: str | None = None) -> list[JobStatus]:
         with self._lock:
-            jobs = list(self._jobs.values())
+            jobs = [j for j in self._jobs.values() if workspace is None or j.workspace == workspace]
         return [j.snapshot() for j in jobs]
 
-    def job_config(self, job_id: str) -> TrainConfig:
-        return self._job(job_id).config
+    def queue(self) -> list[JobStatus]:
+        """Running jobs, then queued ones in the order they will start (the instructor's view)."""
+        with self._lock:
+            running = list(self._running.values())
+            waiting = list(self._queue)
+        snaps = [j.snapshot() for j in running + waiting]
+        return sorted(snaps, key=lambda s: (s.status not in ("running", "stopping"), s.queue_position or 0))
+
+    def job_config(self, job_id: str, workspace: str | None = None) -> TrainConfig:
+        return self._job(job_id, workspace).config
+
+    def runs(self, workspace: str = SOLO) -> RunStore:
+        return self.workspaces.runs(workspace)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown()
+
+
+def create_app_manager(settings: StudioSettings) -> JobManager:
+    """The app's manager: jobs in worker processes, the room's limits, the worker started now
+    so that the first student's job doesn't wait for torch to import."""
+    manager = JobManager(
+        executor="process",
+        max_queued_per_workspace=settings.max_queued_per_workspace,
+        time_limit_s=settings.job_time_limit_s,
+    )
+    manager.executor.warm(_device_key("auto"), manager._on_event)
+    return manager
 
 
 _MANAGER: JobManager | None = None
@@ -338,7 +399,7 @@ _MANAGER_LOCK = threading.Lock()
 
 
 def get_job_manager() -> JobManager:
-    """The process-wide manager (the UI also keeps it in ``st.cache_resource``)."""
+    """The process-wide manager for notebooks (in-process threads, solo workspace)."""
     global _MANAGER
     with _MANAGER_LOCK:
         if _MANAGER is None:

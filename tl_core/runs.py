@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TLError
-from .fsutil import write_atomic, write_json_atomic
+from .fsutil import read_json, write_atomic, write_json_atomic
 from .paths import runs_root
 
 PROCESS_TOKEN = uuid.uuid4().hex
@@ -39,7 +39,20 @@ class RunSummary:
     best_val_acc: float | None = None
     epochs_run: int = 0
     error: str | None = None
+    data_label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """What a person tells runs apart by: data, strategy, accuracy and start time; the id
+        is secondary (``id_label``)."""
+        acc = f"{self.best_val_acc:.1%}" if self.best_val_acc is not None else self.status
+        when = time.strftime("%H:%M", time.localtime(self.created_at))
+        return f"{self.data_label} · {self.strategy} · {acc} · {when}"
+
+    @property
+    def id_label(self) -> str:
+        return f"{self.label}  ({self.run_id[-6:]})"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -72,10 +85,7 @@ class Run:
         write_json_atomic(self.dir / name, obj)
 
     def read_json(self, name: str, default: Any = None) -> Any:
-        try:
-            return json.loads((self.dir / name).read_text())
-        except (OSError, ValueError):
-            return default
+        return read_json(self.dir / name, default)
 
     def write_status(self, status: str, **fields: Any) -> None:
         current = self.read_json("status.json", {}) or {}
@@ -137,6 +147,7 @@ class Run:
             backbone=cfg.get("backbone", "?"),
             strategy=cfg.get("strategy", "?"),
             data=cfg.get("data", "?"),
+            data_label=cfg.get("data_label") or Path(str(cfg.get("data", "?"))).name,
             best_val_acc=st.get("best_val_acc"),
             epochs_run=int(st.get("epochs_run", 0)),
             error=st.get("error"),

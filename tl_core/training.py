@@ -129,6 +129,22 @@ class StopOnEvent(Callback):
         self.on_batch_end(trainer)
 
 
+class TimeLimit(Callback):
+    """A shared server's per-job limit: stops like the Stop button once ``seconds`` have passed
+    since the callback was made (the job's start), keeping the best weights so far."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def on_batch_end(self, trainer: Trainer) -> None:
+        if time.monotonic() > self.deadline:
+            trainer.request_stop("time-limit")
+
+    def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
+        self.on_batch_end(trainer)
+
+
 class EarlyStopping(Callback):
     """Ends a phase after ``patience`` epochs without a lower validation loss; in the last
     phase that ends the run. Counting restarts with each phase, since unfreezing more layers

@@ -1,0 +1,139 @@
+"""One training at a time per device on this machine, whichever process asks: the app's
+worker, a CLI run, a notebook.
+
+A ``flock`` on ``<studio home>/locks/<device>.lock`` is the lock; the kernel drops it when the
+holder dies, even by ``kill -9``. ``flock`` alone is not fair (a process that releases and
+re-locks at once would win every time), so waiters also take a ticket: a marker file whose
+name sorts by arrival, and nobody locks while an older live ticket waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .fsutil import read_json, write_json_atomic
+from .paths import studio_home
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _safe(device: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", device)
+
+
+def locks_root() -> Path:
+    return studio_home() / "locks"
+
+
+def publish_load(device: str, jobs: int, root: Path | None = None) -> None:
+    """Tell waiters in other processes how many jobs this process has for ``device``."""
+    path = (root or locks_root()) / f"{_safe(device)}.{os.getpid()}.jobs.json"
+    if jobs:
+        write_json_atomic(path, {"pid": os.getpid(), "jobs": jobs})
+    else:
+        path.unlink(missing_ok=True)
+
+
+def others_load(device: str, root: Path | None = None) -> int:
+    """Jobs that live processes other than this one hold or queue for ``device``."""
+    folder = root or locks_root()
+    total = 0
+    for path in folder.glob(f"{_safe(device)}.*.jobs.json"):
+        data = read_json(path, {}) or {}
+        pid = int(data.get("pid", -1))
+        if pid != os.getpid() and _pid_alive(pid):
+            total += int(data.get("jobs", 0))
+    return total
+
+
+class DeviceLock:
+    """``acquire`` waits its turn (reporting why through ``on_wait``) and gives up when ``stop``
+    is set; ``release`` lets the next waiter in."""
+
+    def __init__(self, device: str, root: Path | None = None, poll_s: float = 0.25):
+        self.device = device
+        self.root = root or locks_root()
+        self.poll_s = poll_s
+        self.path = self.root / f"{_safe(device)}.lock"
+        self._fd: int | None = None
+
+    def _ticket(self) -> Path:
+        stamp = f"{time.time_ns():020d}"
+        name = f"{_safe(self.device)}.wait.{stamp}.{os.getpid()}.{secrets.token_hex(4)}"
+        path = self.root / name
+        path.touch()
+        return path
+
+    def _older_tickets(self, mine: Path) -> int:
+        older = 0
+        for path in self.root.glob(f"{_safe(self.device)}.wait.*"):
+            if path.name >= mine.name:
+                continue
+            pid = int(path.name.split(".")[-2])
+            if _pid_alive(pid):
+                older += 1
+            else:
+                path.unlink(missing_ok=True)  # a waiter that died
+        return older
+
+    def acquire(
+        self, stop: threading.Event | None = None, on_wait: Callable[[str], None] | None = None
+    ) -> bool:
+        self.root.mkdir(parents=True, exist_ok=True)
+        ticket = self._ticket()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        said = ""
+        try:
+            while True:
+                if not self._older_tickets(ticket):
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        self._fd, fd = fd, -1
+                        return True
+                    except BlockingIOError:
+                        pass
+                if stop is not None and stop.is_set():
+                    return False
+                ahead = max(others_load(self.device, self.root), 1)
+                message = f"waiting for the device: {ahead} job{'s' if ahead != 1 else ''} ahead"
+                if on_wait is not None and message != said:
+                    on_wait(message)
+                    said = message
+                time.sleep(self.poll_s)
+        finally:
+            ticket.unlink(missing_ok=True)
+            if fd >= 0:
+                os.close(fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @contextlib.contextmanager
+    def held(
+        self, stop: threading.Event | None = None, on_wait: Callable[[str], None] | None = None
+    ) -> Iterator[bool]:
+        """``with lock.held(stop) as got:`` — ``got`` is False when stopped while waiting."""
+        got = self.acquire(stop, on_wait)
+        try:
+            yield got
+        finally:
+            self.release()

@@ -1,0 +1,248 @@
+"""Runs one job from start to end wherever it is put: a thread of this process, the app's
+worker process, or (later) a Ray actor.
+
+Everything it tells the outside goes through ``emit(event)`` as plain JSON-able dicts, and
+everything durable goes into the run folder, so nothing here depends on sharing memory with
+whoever watches the job:
+
+- ``{"type": "update", "fields": {...}}``: ``JobStatus`` fields that changed;
+- ``{"type": "history", "record": {...}}``: one finished epoch;
+- ``{"type": "done", "fields": {...}}``: the final status fields, sent exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import TrainConfig
+from .errors import TLError
+from .fsutil import write_atomic
+from .runs import Run
+
+Emit = Callable[[dict[str, Any]], None]
+
+STOP_STAGES = {
+    "stopped": "stopped",
+    "time-limit": "stopped at the time limit",
+    "early-stopped": "early-stopped",
+    "completed": "completed",
+}
+
+
+@dataclass
+class JobSpec:
+    """What a worker needs to run a job: plain data, so it crosses process boundaries."""
+
+    job_id: str
+    config: dict[str, Any]
+    run_dir: str
+    device: str
+    time_limit_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _Stopped(Exception):
+    """Raised from a progress hook when the user stops a job before training starts."""
+
+
+class _Reporter:
+    """The job as the loop sees it: updates go out as events, throttled for batch ticks."""
+
+    def __init__(self, emit: Emit, stop: threading.Event):
+        self.emit = emit
+        self.stop = stop
+
+    def update(self, **fields: Any) -> None:
+        self.emit({"type": "update", "fields": fields})
+
+    def history(self, record: dict[str, Any]) -> None:
+        self.emit({"type": "history", "record": record})
+
+
+def _progress_callback(reporter: _Reporter, run: Run) -> Any:
+    from .training import Callback, EpochRecord, Trainer
+
+    class JobProgress(Callback):
+        """Mirrors the trainer's state into events and the run folder."""
+
+        def __init__(self) -> None:
+            self.started = time.perf_counter()
+            self.last = 0.0
+
+        def _tick(self, trainer: Trainer, force: bool = False) -> None:
+            now = time.perf_counter()
+            if not force and now - self.last < 0.25:  # watchers poll at ~1 Hz; keep messages few
+                return
+            self.last = now
+            p = trainer.progress
+            elapsed = now - self.started
+            # A first ETA extrapolated from seconds of warm-up is wildly off: wait for 5% or
+            # for the first epoch, whichever comes first.
+            trusted = p >= 0.05 or trainer.history
+            reporter.update(
+                progress=p,
+                epoch=trainer.epoch,
+                epochs_total=trainer.epochs_total,
+                phase=trainer.phase.name if trainer.phase else "",
+                step=int(trainer.units_done),
+                steps_total=int(trainer.units_total),
+                eta_s=elapsed * (1 - p) / p if trusted and p > 0 else None,
+            )
+
+        def on_fit_start(self, trainer: Trainer) -> None:
+            self.started = time.perf_counter()
+            reporter.update(stage="training", epochs_total=trainer.epochs_total)
+
+        def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
+            reporter.update(stage=stage, stage_done=done, stage_total=total)
+            self._tick(trainer)
+
+        def on_phase_start(self, trainer: Trainer, phase: Any) -> None:
+            reporter.update(stage="training", phase=phase.name)
+
+        def on_batch_end(self, trainer: Trainer) -> None:
+            self._tick(trainer)
+
+        def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+            row = record.to_dict()
+            run.append_metrics(row)
+            reporter.history(row)
+            run.write_status("running", epochs_run=len(trainer.history), epoch=trainer.epoch)
+            self._tick(trainer, force=True)
+
+    return JobProgress()
+
+
+def _execute(spec: JobSpec, reporter: _Reporter, run: Run) -> Any:
+    """Everything a job does, in order; raises ``TLError`` for problems the user can fix."""
+    from .backbones import create_backbone
+    from .data import scan_dataset
+    from .devices import detect_device
+    from .evaluation import predictions_frame, save_predictions
+    from .freezing import layer_groups
+    from .paths import cache_root
+    from .training import (
+        BestWeights,
+        Callback,
+        EarlyStopping,
+        StopOnEvent,
+        TimeLimit,
+        Trainer,
+        seed_everything,
+    )
+
+    cfg = TrainConfig.from_dict(spec.config)
+    limit = TimeLimit(spec.time_limit_s) if spec.time_limit_s else None
+    seed_everything(cfg.seed)
+
+    def scanning(done: int, total: int) -> None:
+        reporter.update(stage="scanning images", stage_done=done, stage_total=total)
+        if reporter.stop.is_set():
+            raise _Stopped
+
+    reporter.update(stage="scanning images")
+    dataset = scan_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, progress=scanning)
+    profile = dataset.profile
+    cfg = dataclasses.replace(cfg, image_size=cfg.image_size or profile.suggested_image_size)
+    reporter.update(stage="loading backbone")
+    model, info = create_backbone(
+        cfg.backbone,
+        len(dataset.classes),
+        cfg.weights,
+        cfg.image_size,
+        catalog_only=cfg.catalog_only,
+        **cfg.model_kwargs,
+    )
+    device = detect_device(cfg.device)
+    reporter.update(device=device.label)
+    run.write_json("config.json", cfg.to_dict())
+    run.write_json("labels.json", dataset.classes)
+    run.write_json("data_config.json", info.data_config)
+    run.write_json("dataset.json", profile.to_dict())
+    run.write_json("split.json", dataset.items)  # the exact files, for export without a rescan
+    run.write_json("backbone.json", dataclasses.asdict(info))
+    callbacks: list[Callback] = [StopOnEvent(reporter.stop), BestWeights(), _progress_callback(reporter, run)]
+    if limit is not None:
+        callbacks.insert(1, limit)
+    if cfg.patience:
+        callbacks.insert(1, EarlyStopping(cfg.patience))
+    trainer = Trainer(
+        model,
+        layer_groups(model),
+        cfg,
+        dataset,
+        info.data_config,
+        device,
+        callbacks,
+        feature_cache_dir=cache_root() / "features" if info.weights != "none" else None,
+        weights_id=info.weights_detail,
+    )
+    result = trainer.fit()
+    if result.epochs_run:
+        reporter.update(stage="evaluating")
+        probs = trainer.predict("val").numpy()
+        save_predictions(run, predictions_frame(dataset.items["val"], probs, dataset.classes))
+        meta = {
+            "backbone": cfg.backbone,
+            "classes": ",".join(dataset.classes),
+            "best_epoch": str(result.best_epoch),
+        }
+        run.save_weights(model.state_dict(), metadata=meta)
+    return result
+
+
+def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
+    """Run ``spec`` to its end; never raises (a bug fails the job with ``error.log``, never
+    the process that hosts it)."""
+    from .devicelock import DeviceLock
+
+    run = Run(spec.run_dir)
+    reporter = _Reporter(emit, stop)
+    status, fields, final = "failed", {}, {}
+    try:
+        with DeviceLock(spec.device).held(stop, on_wait=lambda msg: reporter.update(stage=msg)) as got:
+            if not got:
+                raise _Stopped
+            reporter.update(stage="starting", started_at=time.time())
+            result = _execute(spec, reporter, run)
+        status = "completed" if result.status in ("completed", "early-stopped") else "stopped"
+        summary = result.to_dict()
+        summary.pop("history")
+        fields = {"result": summary, "best_val_acc": result.best_val_acc, "epochs_run": result.epochs_run}
+        stage = STOP_STAGES.get(result.status, result.status)
+        if not result.epochs_run:
+            stage = "stopped before the first epoch ended"
+        final = {"status": status, "result": summary, "stage": stage, "eta_s": 0.0}
+        if status == "completed":
+            final["progress"] = 1.0
+    except _Stopped:
+        status = "stopped"
+        final = {"status": status, "stage": "stopped before training started"}
+    except TLError as exc:
+        fields = {"error": str(exc)}
+        final = {
+            "status": status,
+            "error": str(exc),
+            "error_type": type(exc).__name__,
+            "user_error": True,
+            "stage": "failed",
+        }
+    except Exception as exc:  # a bug: keep the host alive, keep the traceback for us
+        message = f"Internal error ({type(exc).__name__}: {exc}). Details in {run.dir / 'error.log'}."
+        write_atomic(run.dir / "error.log", traceback.format_exc())
+        fields = {"error": message}
+        final = {"status": status, "error": message, "error_type": type(exc).__name__, "stage": "failed"}
+    finally:
+        final["finished_at"] = time.time()
+        try:
+            run.write_status(status, finished_at=final["finished_at"], **fields)
+        finally:
+            emit({"type": "done", "fields": final})
