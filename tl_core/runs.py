@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TLError
+from .errors import NotFound, TLError
 from .fsutil import read_json, write_atomic, write_json_atomic
 from .paths import runs_root
 
@@ -173,8 +173,8 @@ class RunStore:
 
     def get(self, run_id: str) -> Run:
         run_dir = (self.root / run_id).resolve()
-        if not run_dir.is_relative_to(self.root.resolve()) or not (run_dir / "config.json").exists():
-            raise TLError(f"No run '{run_id}' in {self.root}.")
+        if run_dir.parent != self.root.resolve() or not (run_dir / "config.json").exists():
+            raise NotFound(f"No run '{run_id}' in {self.root}.")
         return Run(run_dir)
 
     def list(self) -> list[RunSummary]:
