@@ -10,6 +10,7 @@ from tl_core.devices import detect_device
 from tl_core.estimates import estimate_epoch
 
 ui.sidebar()
+ui.require_workspace()
 st.title("3. Backbone")
 st.caption("The pretrained network whose features you reuse. Bigger is more accurate but slower.")
 ds = ui.require_dataset()

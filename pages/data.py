@@ -8,13 +8,13 @@ from tl_core.archive import save_files, save_upload
 from tl_core.charts import class_counts
 from tl_core.data import thumbnails
 from tl_core.errors import TLError
-from tl_core.paths import uploads_root
 
+ui.require_workspace()
 st.title("1. Your data")
 st.caption("One folder per class (cats/, dogs/…), or train/ and val/ folders that each hold class folders.")
 
 choices = ["Built-in sample (digits)", "Upload a zip", "Upload a folder"]
-if ui.allow_local_paths():
+if ui.settings().allow_local_paths:
     choices.append("Folder on this computer")
 default = st.session_state.get("data_choice", choices[0])
 choice = st.radio(
@@ -37,7 +37,7 @@ try:
         )
         if up is not None:
             with st.spinner("Saving the upload…"):
-                source, label = str(save_upload(up.name, up.getvalue(), uploads_root())), up.name
+                source, label = str(save_upload(up.name, up.getvalue(), ui.uploads_dir())), up.name
     elif choice == "Upload a folder":
         ups = st.file_uploader(
             "A folder with one sub-folder per class",
@@ -46,7 +46,7 @@ try:
         )
         if ups:
             with st.spinner(f"Saving {len(ups)} files…"):
-                folder = save_files([(u.name, u.getvalue()) for u in ups], uploads_root())
+                folder = save_files([(u.name, u.getvalue()) for u in ups], ui.uploads_dir())
             source, label = str(folder), f"uploaded folder ({len(ups)} files)"
     else:
         path = st.text_input(
@@ -58,7 +58,7 @@ except TLError as exc:
     ui.error(exc, "Check the upload and try again.")
 
 if source and source != st.session_state.get("data_source"):
-    st.session_state["data_source"], st.session_state["data_label"] = source, label
+    ui.set_data(source, label)
 
 ds = None
 if st.session_state.get("data_source"):
@@ -73,7 +73,7 @@ if st.session_state.get("data_source"):
                 done / max(total, 1), text=f"Checked {done}/{total} images"
             ),
         )
-        cfg = ui.update_config(data=st.session_state["data_source"])
+        cfg = ui.update_config(data=st.session_state["data_source"], data_label=ui.data_label())
     except TLError as exc:
         ui.error(exc, "Fix the dataset (or pick another source) and it will be scanned again.")
         st.session_state.pop("data_source", None)
@@ -82,8 +82,7 @@ if st.session_state.get("data_source"):
 if ds is not None:
     p = ds.profile
     st.success(
-        f"**{st.session_state.get('data_label', p.source)}**: {len(p.classes)} classes, "
-        f"{p.n_train + p.n_val + p.n_test} usable images."
+        f"**{ui.data_label()}**: {len(p.classes)} classes, {p.n_train + p.n_val + p.n_test} usable images."
     )
     cols = st.columns(4)
     cols[0].metric("Classes", len(p.classes))

@@ -1,4 +1,4 @@
-"""Export: the model bundle and a standalone training script."""
+"""Export: the model bundle and a standalone training script, built when asked for."""
 
 import streamlit as st
 
@@ -10,12 +10,16 @@ st.title("6. Export")
 run = ui.pick_run()
 
 
-@st.cache_data(show_spinner="Packing the bundle…", max_entries=8)
-def bundle(run_dir: str, mtime: float) -> bytes:
-    from tl_core.export import bundle_bytes
-    from tl_core.runs import Run
+def bundle() -> bytes:
+    from tl_core.export import bundle_bytes  # torch and timm load only when asked for
 
-    return bundle_bytes(Run(run_dir))
+    return bundle_bytes(run)
+
+
+def train_py() -> str:
+    from tl_core.export import training_script
+
+    return training_script(run)
 
 
 @st.cache_data(show_spinner="Writing the training script…", max_entries=8)
@@ -26,26 +30,27 @@ def script(run_dir: str, mtime: float) -> str:
     return training_script(Run(run_dir))
 
 
-try:
-    stamp = run.weights_path.stat().st_mtime if run.weights_path.exists() else 0.0
-    st.markdown(
-        "**Model bundle** (zip): `model.safetensors` (the best weights), `labels.json`, `preprocessing.json` "
-        "(the exact resize/crop/normalisation used), `config.json`, and `predict.py`, which needs only torch and timm."
-    )
-    st.download_button(
-        "Download model bundle (.zip)",
-        bundle(str(run.dir), stamp),
-        file_name=f"{run.id}.zip",
-        mime="application/zip",
-        type="primary",
-    )
-    st.markdown(
-        "**Training script**: a standalone `train.py` (torch + timm only) with this run's exact file lists, "
-        "layer groups, phases and learning rates. `python train.py DATA_DIR` reproduces the run."
-    )
-    code = script(str(run.dir), stamp)
-    st.download_button("Download train.py", code, file_name="train.py", mime="text/x-python")
-    with st.expander("Preview train.py"):
+st.markdown(
+    "**Model bundle** (zip): `model.safetensors` (the best weights), `labels.json`, `preprocessing.json` "
+    "(the exact resize/crop/normalisation used), `config.json`, and `predict.py`, which needs only torch and timm."
+)
+# Callables run only on click: nothing is packed on page load, and nothing is kept afterwards.
+st.download_button(
+    "Download model bundle (.zip)",
+    bundle,
+    file_name=f"{run.id}.zip",
+    mime="application/zip",
+    type="primary",
+)
+st.markdown(
+    "**Training script**: a standalone `train.py` (torch + timm only) with this run's exact file lists, "
+    "layer groups, phases and learning rates. `python train.py DATA_DIR` reproduces the run."
+)
+st.download_button("Download train.py", train_py, file_name="train.py", mime="text/x-python")
+if st.toggle("Preview train.py"):
+    try:
+        stamp = run.weights_path.stat().st_mtime if run.weights_path.exists() else 0.0
+        code = script(str(run.dir), stamp)
         st.code(code[:6000] + ("\n# …" if len(code) > 6000 else ""), language="python")
-except TLError as exc:
-    ui.error(exc, "Pick a run that finished at least one epoch.")
+    except TLError as exc:
+        ui.error(exc, "Pick a run that finished at least one epoch.")

@@ -9,6 +9,7 @@ from tl_core.config import AUGMENT_PRESETS, STRATEGIES
 from tl_core.devices import detect_device
 
 ui.sidebar()
+ui.require_workspace()
 st.title("2. Strategy")
 st.caption(
     "Answer four questions; the wizard recommends how much of the pretrained network to retrain, and why."

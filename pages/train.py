@@ -4,12 +4,14 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from tl_core import ui_text
 from tl_core.charts import freeze_map, training_curves
 from tl_core.errors import TLError
 from tl_core.freezing import HEAD, freeze_rows, group_learning_rates
 from tl_core.strategies import config_from_freeze_map, default_trainable
 
 ui.sidebar()
+ws = ui.require_workspace()
 st.title("4. Freeze & train")
 ds = ui.require_dataset()
 cfg = ui.config()
@@ -83,51 +85,60 @@ if st.button(
     help="Runs in the background: you can switch pages or refresh without losing it.",
 ):
     try:
-        ui.set_job(ui.job_manager().submit(final))
+        request = ui_text.request_id(ui.tab_token(), final.to_dict())
+        ui.set_job(ui.job_manager().submit(final, workspace=ws, request_id=request))
         st.rerun()
-    except TLError as exc:
+    except TLError as exc:  # QuotaExceeded too: its message says what to do
         ui.error(exc)
+limit = ui_text.time_limit_text(ui.settings().job_time_limit_s) if ui.settings().workshop else None
+if limit:
+    st.caption(limit)
+interval = ui_text.poll_interval(snap)
 
 
-@st.fragment(run_every=1.0 if busy else None)
+def curves(job_id: str, history: list) -> object:
+    """The chart is rebuilt only when an epoch was added, not on every poll."""
+    key = (job_id, len(history))
+    cached = st.session_state.get("_curves")
+    if cached is None or cached[0] != key:
+        cached = (key, training_curves(history))
+        st.session_state["_curves"] = cached
+    return cached[1]
+
+
+@st.fragment(run_every=interval)
 def live() -> None:
-    """Polls the job snapshot (the training thread never touches Streamlit)."""
+    """Reads one snapshot per poll (the job runs in a worker process, never in this one)."""
     s = ui.job_snapshot()
     if s is None:
         return
+    if ui_text.poll_interval(s) != interval:
+        st.rerun()  # queued -> running -> finished: a full rerun sets the new polling rate
     if s.status == "queued":
-        st.info(
-            f"Waiting for the machine: number {s.queue_position} in the queue. Training starts automatically."
-        )
+        st.info(ui_text.queue_text(s), icon=":material/hourglass_top:")
     else:
-        text = s.stage if s.stage != "training" else f"epoch {s.epoch}/{s.epochs_total} ({s.phase})"
-        if s.finished:
-            text = f"{s.epoch} epoch(s) run" + (" (early stopping)" if s.stage == "early-stopped" else "")
-        if s.stage_total and s.stage.startswith(("caching", "scanning")):
-            text += f" {s.stage_done}/{s.stage_total}"
-        if s.eta_s is not None and not s.finished:
-            text += f" · about {int(s.eta_s // 60)}:{int(s.eta_s % 60):02d} left"
-        st.progress(min(max(s.progress, 0.0), 1.0), text=f"{s.status}: {text}")
+        st.progress(min(max(s.progress, 0.0), 1.0), text=ui_text.progress_text(s))
     if not s.finished:
         st.button(
             "Stop",
-            on_click=ui.job_manager().stop,
+            on_click=ui.stop_job,
             args=(s.job_id,),
             help="Stops after the current batch and keeps the best weights so far.",
         )
     if s.history:
-        st.plotly_chart(training_curves(s.history), width="stretch", key="curves")
-    if s.status == "failed":
-        ui.error(TLError(s.error or "Training failed."), "Adjust the settings above and start again.")
-    elif s.finished and s.result:
-        st.success(
-            f"{s.status.capitalize()}: best validation accuracy **{s.result['best_val_acc']:.1%}** "
-            f"(epoch {s.result['best_epoch']}) in {s.result['wall_s']:.0f} s."
-        )
+        st.plotly_chart(curves(s.job_id, s.history), width="stretch", key="curves")
+    result = ui_text.outcome(s)
+    if result is None:
+        return
+    kind, text = result
+    if kind == "error":
+        ui.error(TLError(text), "Adjust the settings above and start again.")
+    elif kind == "warning":
+        st.warning(text, icon=":material/info:")
+    else:
+        st.success(text)
         st.session_state["run_dir"] = s.run_dir
         st.page_link(ui.PAGES["results"], label="See the results →", icon=":material/insights:")
-    if busy and s.finished:
-        st.rerun()  # a full rerun recomputes run_every, so polling stops
 
 
 live()

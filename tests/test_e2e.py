@@ -7,89 +7,23 @@ with a confusion matrix, downloads the bundle. Screenshots go to test-artifacts/
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, needs_chromium, serve_app
+
 SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt install chromium)"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory):
-    port = _free_port()
-    env = os.environ | {"TL_STUDIO_HOME": str(tmp_path_factory.mktemp("e2e-home")), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not become healthy:\n" + proc.stdout.read().decode())
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serve_app(tmp_path_factory.mktemp("e2e-home")) as url:
+        yield url
 
 
 def test_newcomer_trains_on_the_sample_and_downloads_the_bundle(
@@ -134,17 +68,20 @@ def test_newcomer_trains_on_the_sample_and_downloads_the_bundle(
     page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60_000)
     no_exception()
 
-    points: list[int] = []
+    # Training runs in a worker process; the page polls it and shows each state it reaches.
+    texts: list[str] = []
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        points.append(page.locator('[data-testid="stPlotlyChart"] .scatterlayer .point').count())
+        bar = page.locator('[data-testid="stProgress"]')
+        if bar.count():
+            texts.append(bar.first.inner_text())
         if page.get_by_text("See the results").count():
             break
-        time.sleep(0.5)
+        time.sleep(0.3)
     shot("4-training")
-    growth = [n for n in points if n]
-    # The live chart gained points while training (4 traces, one point per epoch each).
-    assert len(set(growth)) >= 2 and growth[0] < max(growth), points
+    assert len(set(texts)) >= 2, texts  # the progress moved while we watched
+    # The finished chart holds every epoch (4 traces, one point per epoch each).
+    assert page.locator('[data-testid="stPlotlyChart"] .scatterlayer .point').count() >= 4 * 5
     no_exception()
 
     page.get_by_text("See the results").click()

@@ -3,8 +3,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import TINY_MODEL, make_class_folders, tiny_config
 from tl_core.backbones import create_backbone
@@ -212,3 +214,28 @@ def test_feature_cache_prunes_least_recently_used(tmp_path: Path) -> None:
     removed = prune_feature_cache(tmp_path, max_bytes=250)
     assert [p.name for p in removed] == ["old.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mid.safetensors", "new.safetensors"]
+
+
+@pytest.mark.parametrize("augment", ["light", "strong"])
+def test_augment_presets_survive_their_whole_magnitude_range(augment: str) -> None:
+    """RandAugment draws magnitudes at random: every op at every level must give an image
+    (the strong preset once drew posterize to 0 bits, which Pillow refuses)."""
+    import random
+
+    from timm.data.auto_augment import rand_augment_transform
+
+    from tl_core.preprocessing import AUGMENT_KWARGS, train_transform
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    cfg = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear"}
+    transform = train_transform(cfg, augment)
+    random.seed(0)
+    torch.manual_seed(0)
+    assert all(transform(img).shape == (3, 32, 32) for _ in range(50))
+    policy = AUGMENT_KWARGS[augment]["auto_augment"]
+    if policy:  # each op at the largest magnitude the policy allows, applied for sure
+        ra = rand_augment_transform(policy, {"translate_const": 10, "img_mean": (128, 128, 128)})
+        for op in ra.ops:
+            op.prob, op.magnitude_std = 1.0, 0.0
+            op.magnitude = op.magnitude_max
+            assert op(img).size == img.size, op.name

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,7 +64,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("prefetch", help="download hub weights into the cache before going offline")
     p.add_argument("names", nargs="+", metavar="NAME")
-    sub.add_parser("app", help="start the Streamlit app; further options go to `streamlit run`")
+    p = sub.add_parser("app", help="start the Streamlit app; further options go to `streamlit run`")
+    p.add_argument(
+        "--workshop",
+        action="store_true",
+        help="one server for a room: private workspaces, a fair queue, limits (TL_STUDIO_WORKSHOP=1)",
+    )
     return parser
 
 
@@ -291,7 +295,11 @@ def _app(args: argparse.Namespace) -> int:
             f"app.py not found next to tl_core ({app}); run from a source checkout (pip install -e .)."
         )
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), *args.streamlit_args]
-    return subprocess.call(cmd, cwd=app.parent)
+    env = os.environ | ({"TL_STUDIO_WORKSHOP": "1"} if args.workshop else {})
+    # Become the server (no child left behind when a supervisor stops this process).
+    os.chdir(app.parent)
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
 
 
 def main(argv: list[str] | None = None) -> int:

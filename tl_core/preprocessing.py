@@ -16,7 +16,9 @@ AUGMENT_KWARGS: dict[str, dict[str, Any]] = {
         "scale": (0.25, 1.0),
         "hflip": 0.5,
         "color_jitter": 0.3,
-        "auto_augment": "rand-m9-mstd0.5-inc1",
+        # mmax9: with inc1 a magnitude of 10 posterizes to 0 bits, which Pillow 13 refuses
+        # ("bits must be between 1 and 8"), failing every job that drew it.
+        "auto_augment": "rand-m9-mstd0.5-inc1-mmax9",
         "re_prob": 0.25,
     },
 }

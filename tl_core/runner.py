@@ -236,7 +236,12 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
             "stage": "failed",
         }
     except Exception as exc:  # a bug: keep the host alive, keep the traceback for us
-        message = f"Internal error ({type(exc).__name__}: {exc}). Details in {run.dir / 'error.log'}."
+        # No path in the message: it is shown on screens (projectors) and a workspace's path
+        # holds its key. The log sits in the run's folder, where the CLI and instructor look.
+        message = (
+            f"Internal error ({type(exc).__name__}: {exc}): a bug in the studio, not a problem with "
+            f"your data. Its details are in error.log in run {run.id}."
+        )
         write_atomic(run.dir / "error.log", traceback.format_exc())
         fields = {"error": message}
         final = {"status": status, "error": message, "error_type": type(exc).__name__, "stage": "failed"}

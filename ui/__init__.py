@@ -1,20 +1,30 @@
-"""Shared UI helpers for the pages: session state, the job manager, the sidebar, errors.
+"""Shared UI helpers for the pages: settings, workspace, the job manager, the sidebar, errors.
 
 Pages import this and ``tl_core``; ``tl_core`` never imports this (layers point one way).
 Only ids and plain settings live in ``st.session_state``; jobs live in the process-wide
-``JobManager`` (``st.cache_resource``), so a browser refresh re-attaches through the URL.
+``JobManager`` (``st.cache_resource``), which runs them in worker processes, so a browser
+refresh re-attaches through the URL (``ws`` and ``job``) and the app itself never trains.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import secrets
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any
 
 import streamlit as st
 
+from tl_core import ui_text
+from tl_core.archive import display_name
 from tl_core.config import TrainConfig
 from tl_core.errors import TLError
+from tl_core.paths import studio_home
+from tl_core.settings import StudioSettings
+from tl_core.workspaces import SOLO, WorkspaceStore
 
 PAGES = {
     "home": "pages/home.py",
@@ -24,43 +34,184 @@ PAGES = {
     "train": "pages/train.py",
     "results": "pages/results.py",
     "export": "pages/export.py",
+    "room": "pages/room.py",
+    "instructor": "pages/instructor.py",
 }
+MAX_SCANS = 16
+"""Scanned datasets kept in memory, across all workspaces (each holds file lists, not images)."""
+SWEEP_EVERY_S = 3600.0
+_sweep = {"at": 0.0}
+_sweep_lock = threading.Lock()
 
 
-def allow_local_paths() -> bool:
-    """Shared workshop servers set ``TL_STUDIO_ALLOW_PATHS=0`` so nobody browses the host's disk."""
-    return os.environ.get("TL_STUDIO_ALLOW_PATHS", "1") not in ("0", "false", "no")
+# -- settings, workspace, instructor ---------------------------------------------------------------
+def settings() -> StudioSettings:
+    """Read on every call (a few environment lookups), so tests and restarts see the current env."""
+    return StudioSettings.from_env()
 
 
-@st.cache_resource
+def workspaces() -> WorkspaceStore:
+    return WorkspaceStore()
+
+
+def workspace_id() -> str | None:
+    """``solo`` alone; in a workshop the student's workspace from the session or the URL's
+    ``ws`` (validated), kept in the URL because page switches clear query params."""
+    if not settings().workshop:
+        return SOLO
+    ws = st.session_state.get("ws") or st.query_params.get("ws")
+    if ws and st.session_state.get("ws") != ws:
+        if not workspaces().exists(ws):
+            st.query_params.pop("ws", None)
+            return None
+        st.session_state["ws"] = ws
+    if ws:
+        _keep_in_url("ws", ws)
+    return ws
+
+
+def _keep_in_url(key: str, value: str) -> None:
+    """Page switches clear query params: set them again, but only when missing (every write
+    is a message to the browser, and fragments ask every second)."""
+    if st.query_params.get(key) != value:
+        st.query_params[key] = value
+
+
+def join(name: str, room_code: str = "") -> str:
+    """Create a workspace for ``name`` and make it this tab's; raises ``TLError`` for the user."""
+    from tl_core.errors import ConfigError
+
+    if not settings().check_room_code(room_code):
+        raise ConfigError("That room code is not right: ask your instructor for it.")
+    ws = workspaces().create(name)
+    st.session_state["ws"] = ws.id
+    st.query_params["ws"] = ws.id
+    return ws.id
+
+
+def workspace_name() -> str | None:
+    ws = workspace_id()
+    if ws is None or ws == SOLO:
+        return None
+    try:
+        return workspaces().get(ws).name
+    except TLError:
+        return None
+
+
+def visit() -> None:
+    """Every page view: keep ``ws`` and ``job`` in the URL (re-attaching the tab to its job
+    after a refresh, before any page reads the config), record activity, and clear idle
+    uploads hourly."""
+    ws = workspace_id()
+    job_id()
+    if ws and ws != SOLO:
+        with contextlib.suppress(TLError):
+            workspaces().touch(ws)  # the store writes at most once a minute
+    ttl = settings().upload_ttl_s
+    if ttl is None:
+        return
+    with _sweep_lock:
+        if time.time() - _sweep["at"] < SWEEP_EVERY_S:
+            return
+        _sweep["at"] = time.time()
+    workspaces().sweep_uploads(ttl)
+
+
+def require_workspace() -> str:
+    """The workspace of this tab; in a workshop, without one, point to Home and stop."""
+    ws = workspace_id()
+    if ws is None:
+        st.info("Join the workshop first: type your name on the Home page.")
+        st.page_link(PAGES["home"], label="Go to Home", icon=":material/home:")
+        st.stop()
+    return ws
+
+
+def is_instructor() -> bool:
+    return bool(settings().instructor_token) and st.session_state.get("instructor") is True
+
+
+def sign_in_instructor(token: str) -> bool:
+    ok = settings().check_instructor(token)
+    st.session_state["instructor"] = ok
+    return ok
+
+
+# -- the job manager and caches --------------------------------------------------------------------
+def _shutdown(manager: Any) -> None:
+    manager.shutdown()
+
+
+@st.cache_resource(max_entries=4, on_release=_shutdown, show_spinner=False)
+def _manager(home: str, config: StudioSettings) -> Any:
+    """One per process (per studio home and settings, which only tests change)."""
+    from tl_core.jobs import create_app_manager
+
+    return create_app_manager(config)
+
+
 def job_manager() -> Any:
-    """One per process, shared by every tab: the training thread outlives any session."""
-    from tl_core.jobs import get_job_manager
+    """Shared by every tab: jobs run in worker processes and outlive any session."""
+    return _manager(str(studio_home()), settings())
 
-    return get_job_manager()
+
+class _LRU:
+    """A small thread-safe LRU: tabs of many students share it."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def drop(self, match: Any) -> None:
+        with self._lock:
+            for key in [k for k in self._items if match(k)]:
+                del self._items[key]
 
 
 @st.cache_resource
-def _scans() -> dict[tuple[str, float, int], Any]:
+def _scans() -> _LRU:
     """Process-wide scan results: st.cache_* can't host a progress bar drawn from inside."""
-    return {}
+    return _LRU(MAX_SCANS)
 
 
 def scan(source: str, val_fraction: float = 0.2, seed: int = 0, progress: Any = None) -> Any:
-    """Scan once per source and split; "Rescan" on the data page calls ``clear_scans``."""
+    """Scan once per workspace, source and split; "Rescan" on the data page calls ``clear_scans``."""
     from tl_core.data import scan_dataset
 
-    key = (source, val_fraction, seed)
-    store = _scans()
-    if key not in store:
-        store[key] = scan_dataset(source, val_fraction=val_fraction, seed=seed, progress=progress)
-    return store[key]
+    key = (workspace_id(), source, val_fraction, seed)
+    found = _scans().get(key)
+    if found is None:
+        found = scan_dataset(source, val_fraction=val_fraction, seed=seed, progress=progress)
+        _scans().put(key, found)
+    return found
 
 
 def clear_scans() -> None:
-    _scans().clear()
+    ws = workspace_id()
+    _scans().drop(lambda key: key[0] == ws)
 
 
+def uploads_dir() -> Any:
+    return workspaces().uploads_dir(require_workspace())
+
+
+# -- this tab's project ----------------------------------------------------------------------------
 def config() -> TrainConfig:
     data = st.session_state.get("config")
     return TrainConfig.from_dict(data) if data else TrainConfig()
@@ -70,6 +221,17 @@ def update_config(**changes: Any) -> TrainConfig:
     cfg = TrainConfig.from_dict(asdict(config()) | changes)
     st.session_state["config"] = asdict(cfg)
     return cfg
+
+
+def set_data(source: str, label: str) -> None:
+    st.session_state["data_source"], st.session_state["data_label"] = source, label
+
+
+def data_label() -> str | None:
+    source = st.session_state.get("data_source")
+    if not source:
+        return None
+    return st.session_state.get("data_label") or config().data_label or display_name(source)
 
 
 def dataset() -> Any | None:
@@ -84,25 +246,44 @@ def dataset() -> Any | None:
         return None
 
 
+def tab_token() -> str:
+    """Identifies this tab to the job manager, so a double-clicked Start is one request."""
+    return st.session_state.setdefault("tab_token", secrets.token_hex(8))
+
+
+# -- this tab's job ----------------------------------------------------------------------------------
+def _forget_job() -> None:
+    st.session_state.pop("job_id", None)
+    st.query_params.pop("job", None)
+
+
 def job_id() -> str | None:
-    """The tab's job: from the session, else from the URL (after a refresh); kept in the URL."""
+    """The tab's job: from the session, else from the URL (after a refresh); kept in the URL.
+    A job of another workspace is treated exactly like one that does not exist."""
     jid = st.session_state.get("job_id") or st.query_params.get("job")
-    if jid and "job_id" not in st.session_state:
-        _restore_from_job(jid)
-    if jid:
-        st.session_state["job_id"] = jid
-        st.query_params["job"] = jid  # page switches clear query params: set it again
+    if not jid:
+        return None
+    ws = workspace_id()
+    if ws is None:
+        _forget_job()
+        return None
+    if st.session_state.get("job_id") != jid:
+        try:
+            cfg = job_manager().job_config(jid, workspace=ws)
+        except TLError:
+            _forget_job()
+            return None
+        _restore_from(cfg)
+    st.session_state["job_id"] = jid
+    _keep_in_url("job", jid)
     return jid
 
 
-def _restore_from_job(jid: str) -> None:
+def _restore_from(cfg: TrainConfig) -> None:
     """After a refresh the tab's session is new: rebuild it from the job it was watching."""
-    try:
-        cfg = job_manager().job_config(jid)
-    except TLError:
-        return
     st.session_state.setdefault("config", asdict(cfg))
-    st.session_state.setdefault("data_source", cfg.data)
+    if "data_source" not in st.session_state:
+        set_data(cfg.data, cfg.data_label or display_name(cfg.data))
 
 
 def set_job(jid: str) -> None:
@@ -115,11 +296,21 @@ def job_snapshot() -> Any | None:
     if not jid:
         return None
     try:
-        return job_manager().snapshot(jid)
+        return job_manager().snapshot(jid, workspace=workspace_id())
     except TLError:
+        _forget_job()
         return None
 
 
+def stop_job(jid: str) -> None:
+    """The Stop button's callback: only this workspace's job."""
+    try:
+        job_manager().stop(jid, workspace=workspace_id())
+    except TLError:
+        _forget_job()
+
+
+# -- shared widgets ----------------------------------------------------------------------------------
 def error(exc: BaseException, next_step: str | None = None) -> None:
     """An engine error as the user should see it: the message and what to do, no traceback."""
     text = str(exc)
@@ -129,28 +320,44 @@ def error(exc: BaseException, next_step: str | None = None) -> None:
 
 
 def sidebar() -> None:
-    """Where the user is: dataset, backbone, strategy, and the current job."""
+    """Where the user is: who, dataset, backbone, strategy, and the current job."""
+    if workspace_id() is None:
+        return
+    snap = job_snapshot()  # first: after a refresh it restores the config from the job
     cfg = config()
     ds = dataset()
-    snap = job_snapshot()
     with st.sidebar:
+        name = workspace_name()
+        if name:
+            st.markdown(f"**Student:** {name}")  # "Signed in as" stays unique to Home
         st.markdown("### Your project")
         if ds is not None:
             p = ds.profile
             st.markdown(
-                f"**Data:** {_short(st.session_state.get('data_label') or p.source)}  \n"
+                f"**Data:** {_short(data_label() or p.source)}  \n"
                 f"{len(p.classes)} classes, {p.n_train} train / {p.n_val} val"
             )
         else:
             st.markdown("**Data:** not chosen yet")
         st.markdown(f"**Backbone:** {cfg.backbone}  \n**Strategy:** {cfg.strategy}")
         if snap is not None:
-            line = f"**Run:** {snap.status}"
-            if snap.status == "queued" and snap.queue_position:
-                line += f" (#{snap.queue_position} in queue)"
-            elif snap.epochs_total:
-                line += f", epoch {snap.epoch}/{snap.epochs_total}"
-            st.markdown(line)
+            _run_line(snap)
+
+
+def _run_line(first: Any) -> None:
+    """The "Run:" line, polled only while the job is queued or running."""
+    active = not first.finished
+
+    @st.fragment(run_every=ui_text.POLL_SIDEBAR_S if active else None)
+    def line() -> None:
+        snap = job_snapshot()
+        if snap is None:
+            return
+        st.markdown(ui_text.run_line(snap))
+        if active and snap.finished:
+            st.rerun()  # polling stops with a full rerun
+
+    line()
 
 
 def _short(text: str, n: int = 40) -> str:
@@ -187,23 +394,34 @@ def device_rate() -> float:
 
 
 def pick_run() -> Any | None:
-    """The run to show: this tab's job, else a choice among finished runs on disk."""
-    from tl_core.runs import Run, RunStore
+    """The run to show: the URL's ``run`` or this tab's finished job, else a choice among this
+    workspace's trained runs, labelled by data, strategy, accuracy and time (the id is
+    secondary). A ``run`` of another workspace is "not found", like one that never existed."""
+    from tl_core.runs import Run
 
-    runs = [r for r in RunStore().list() if r.status in ("completed", "stopped")]
-    snap = job_snapshot()
-    current = st.session_state.get("run_dir") or (snap.run_dir if snap and snap.finished else None)
+    ws = require_workspace()
+    runs = ui_text.trained_runs(job_manager().runs(ws).list())
+    by_dir = {r.run_dir: r for r in runs}
+    wanted = st.query_params.get("run")
+    from_url = next((r.run_dir for r in runs if r.run_id == wanted), None)
+    if wanted and from_url is None:
+        st.warning(
+            "Run not found: no trained run with that id in your workspace.", icon=":material/search_off:"
+        )
+        st.query_params.pop("run", None)
     if not runs:
-        st.info("No finished run yet: train a model first.")
+        st.info("No trained run yet: train a model first.")
         st.page_link(PAGES["train"], label="Go to Freeze & train", icon=":material/model_training:")
         st.stop()
-    dirs = [r.run_dir for r in runs]
-    labels = {
-        r.run_dir: f"{r.run_id} · {r.backbone} · {r.strategy} · {(r.best_val_acc or 0):.1%}" for r in runs
-    }
-    index = dirs.index(current) if current in dirs else 0
-    chosen = st.selectbox("Run", dirs, index=index, format_func=labels.get)
+    snap = job_snapshot()
+    current = (
+        from_url or st.session_state.get("run_dir") or (snap.run_dir if snap and snap.finished else None)
+    )
+    dirs = list(by_dir)
+    index = dirs.index(current) if current in by_dir else 0
+    chosen = st.selectbox("Run", dirs, index=index, format_func=lambda d: by_dir[d].id_label)
     st.session_state["run_dir"] = chosen
+    _keep_in_url("run", by_dir[chosen].run_id)
     return Run(chosen)
 
 
