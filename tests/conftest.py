@@ -61,6 +61,16 @@ def make_class_folders(root: Path, per_class: dict[str, int], start_seed: int = 
     return root
 
 
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    """Poll ``predicate`` until it holds: jobs run in other threads and processes."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
 @pytest.fixture
 def studio_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"

@@ -2,27 +2,17 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, wait_for
 from tl_core.config import TrainConfig
 from tl_core.errors import BackboneError, ConfigError, TLError
 from tl_core.jobs import JobManager
 from tl_core.runs import Run
 
 tiny = tiny_config
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def test_job_runs_in_background_and_writes_its_run_folder(tmp_path: Path, color_folders: Path) -> None:

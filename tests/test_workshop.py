@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, wait_for
 from tl_core.devicelock import DeviceLock, others_load, publish_load
 from tl_core.errors import ConfigError, NotFound, QuotaExceeded
 from tl_core.jobs import JobManager
@@ -20,15 +20,6 @@ from tl_core.room import RoomBoard, room_results
 from tl_core.runs import Run
 from tl_core.settings import StudioSettings
 from tl_core.workspaces import SOLO, WorkspaceStore
-
-
-def wait_for(predicate, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def long_job(data: Path, **kw):

@@ -21,16 +21,7 @@ from pathlib import Path
 
 from .fsutil import read_json, write_json_atomic
 from .paths import studio_home
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from .runs import pid_alive
 
 
 def _safe(device: str) -> str:
@@ -57,7 +48,7 @@ def others_load(device: str, root: Path | None = None) -> int:
     for path in folder.glob(f"{_safe(device)}.*.jobs.json"):
         data = read_json(path, {}) or {}
         pid = int(data.get("pid", -1))
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             total += int(data.get("jobs", 0))
     return total
 
@@ -86,7 +77,7 @@ class DeviceLock:
             if path.name >= mine.name:
                 continue
             pid = int(path.name.split(".")[-2])
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 older += 1
             else:
                 path.unlink(missing_ok=True)  # a waiter that died

@@ -113,6 +113,7 @@ class Job:
             data_label=config.data_label or Path(config.data).name,
             backbone=config.backbone,
             strategy=config.strategy,
+            device=device_key,
         )
 
     def update(self, **changes: Any) -> None:

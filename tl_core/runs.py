@@ -55,7 +55,8 @@ class RunSummary:
         return f"{self.label}  ({self.run_id[-6:]})"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -98,7 +99,7 @@ class Run:
         if (
             st.get("status") in ACTIVE
             and st.get("process") != PROCESS_TOKEN
-            and not _pid_alive(int(st.get("pid", -1)))
+            and not pid_alive(int(st.get("pid", -1)))
         ):
             st["status"] = "interrupted"
             st.setdefault("error", "The process running this job ended before it finished.")

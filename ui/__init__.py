@@ -122,10 +122,17 @@ def require_workspace() -> str:
     """The workspace of this tab; in a workshop, without one, point to Home and stop."""
     ws = workspace_id()
     if ws is None:
-        st.info("Join the workshop first: type your name on the Home page.")
-        st.page_link(PAGES["home"], label="Go to Home", icon=":material/home:")
-        st.stop()
+        _stop_with_link(
+            "Join the workshop first: type your name on the Home page.", "home", ":material/home:"
+        )
     return ws
+
+
+def _stop_with_link(text: str, page: str, icon: str) -> None:
+    """Say what is missing, link to the page that provides it, and end this page's run."""
+    st.info(text)
+    st.page_link(PAGES[page], label=f"Go to {page.capitalize()}", icon=icon)
+    st.stop()
 
 
 def is_instructor() -> bool:
@@ -367,9 +374,7 @@ def _short(text: str, n: int = 40) -> str:
 def require_dataset() -> Any:
     ds = dataset()
     if ds is None:
-        st.info("First choose the images to learn from.")
-        st.page_link(PAGES["data"], label="Go to Data", icon=":material/folder_open:")
-        st.stop()
+        _stop_with_link("First choose the images to learn from.", "data", ":material/folder_open:")
     return ds
 
 
