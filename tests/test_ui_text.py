@@ -38,6 +38,9 @@ def test_polling_follows_the_job() -> None:
     assert ui_text.poll_interval(snap(status="queued")) == ui_text.POLL_QUEUED_S
     assert ui_text.poll_interval(snap(status="running")) == ui_text.POLL_RUNNING_S
     assert ui_text.poll_interval(snap(status="stopping")) == ui_text.POLL_RUNNING_S
+    # Started, but another process holds the device: as good as queued, so poll slowly.
+    waiting = snap(status="running", stage="waiting for the device: 1 job ahead")
+    assert ui_text.poll_interval(waiting) == ui_text.POLL_QUEUED_S
     for done in ("completed", "stopped", "failed"):
         assert ui_text.poll_interval(snap(status=done)) is None
     assert ui_text.POLL_QUEUED_S > ui_text.POLL_RUNNING_S

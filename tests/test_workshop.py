@@ -387,3 +387,88 @@ def test_run_labels_tell_runs_apart(studio_home: Path) -> None:
     run.write_status("completed", best_val_acc=0.9412, epochs_run=3)
     label = run.summary().label
     assert label.startswith("hymenoptera.zip · fine-tune-top · 94.1% · ") and "3032ad7f" not in label
+
+
+# -- the manager's bookkeeping, with an executor the test drives --------------------------------
+class ScriptedExecutor:
+    """Starts nothing: the test plays the worker's part by sending events."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.on_event = None
+        self.fail_starts = False
+
+    def start(self, spec, on_event) -> None:
+        if self.fail_starts:
+            raise RuntimeError("the executor was shut down")
+        self.started.append(spec.job_id)
+        self.on_event = on_event
+
+    def stop(self, job_id: str) -> None: ...
+
+    def warm(self, device: str, on_event) -> None: ...
+
+    def describe(self) -> list:
+        return []
+
+    def shutdown(self) -> None: ...
+
+
+def test_a_done_event_without_a_status_still_ends_the_job_and_moves_the_queue(
+    studio_home: Path, color_folders: Path
+) -> None:
+    executor = ScriptedExecutor()
+    manager = JobManager(executor=executor)
+    first = manager.submit(tiny_config(color_folders, seed=1))
+    second = manager.submit(tiny_config(color_folders, seed=2))
+    executor.on_event(first, {"type": "done", "fields": {}})
+    snap = manager.wait(first, timeout=1)
+    assert snap.status == "failed" and snap.error and snap.finished_at
+    assert executor.started == [first, second]  # the next job started
+
+
+def test_queue_wait_counts_down_and_time_limited_jobs_count_towards_it(
+    studio_home: Path, color_folders: Path
+) -> None:
+    executor = ScriptedExecutor()
+    manager = JobManager(executor=executor)
+    first = manager.submit(tiny_config(color_folders, seed=1))
+    time.sleep(3)  # the first job "trains" for 3 s
+    executor.on_event(
+        first, {"type": "done", "fields": {"status": "stopped", "stage": "stopped at the time limit"}}
+    )
+    blocker = manager.submit(tiny_config(color_folders, seed=2))
+    queued = manager.submit(tiny_config(color_folders, seed=3))
+    before = manager.snapshot(queued).wait_s
+    assert before is not None  # the time-limited job taught it how long jobs take
+    time.sleep(1.1)
+    after = manager.snapshot(queued).wait_s
+    assert after is not None and after <= before - 1.0
+    assert manager.snapshot(blocker).status == "running"
+
+
+def test_a_job_that_cannot_start_fails_alone(studio_home: Path, color_folders: Path) -> None:
+    executor = ScriptedExecutor()
+    manager = JobManager(executor=executor)
+    executor.fail_starts = True
+    doomed = manager.submit(tiny_config(color_folders, seed=1))
+    assert manager.wait(doomed, timeout=1).status == "failed"
+    executor.fail_starts = False
+    fine = manager.submit(tiny_config(color_folders, seed=2))
+    assert manager.snapshot(fine).status == "running" and executor.started == [fine]
+
+
+def test_a_stale_ticket_left_by_a_dead_waiter_does_not_block(studio_home: Path) -> None:
+    lock = DeviceLock("cpu", poll_s=0.02)
+    lock.root.mkdir(parents=True, exist_ok=True)
+    stale = lock.root / "cpu.wait.00000000000000000001.deadbeef"
+    stale.touch()  # nobody holds it: its waiter died (or the machine restarted)
+    stop = threading.Event()
+    timer = threading.Timer(5, stop.set)
+    timer.start()
+    try:
+        assert lock.acquire(stop=stop)
+    finally:
+        timer.cancel()
+        lock.release()
+    assert not stale.exists()

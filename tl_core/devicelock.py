@@ -64,33 +64,47 @@ class DeviceLock:
         self.path = self.root / f"{_safe(device)}.lock"
         self._fd: int | None = None
 
-    def _ticket(self) -> Path:
+    def _ticket(self) -> tuple[Path, int]:
+        """A file whose name sorts by arrival, locked for as long as we wait: the kernel drops
+        the lock when the waiter dies, so a leftover file is recognisably stale (a pid could
+        have been reused). It is locked before it gets its visible name."""
         stamp = f"{time.time_ns():020d}"
-        name = f"{_safe(self.device)}.wait.{stamp}.{os.getpid()}.{secrets.token_hex(4)}"
-        path = self.root / name
-        path.touch()
-        return path
+        name = f"{_safe(self.device)}.wait.{stamp}.{secrets.token_hex(4)}"
+        tmp = self.root / f".{name}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.replace(tmp, self.root / name)
+        return self.root / name, fd
+
+    @staticmethod
+    def _waiting(path: Path) -> bool:
+        """Whether a live waiter holds this ticket; stale ones are removed."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        return False
 
     def _older_tickets(self, mine: Path) -> int:
-        older = 0
-        for path in self.root.glob(f"{_safe(self.device)}.wait.*"):
-            if path.name >= mine.name:
-                continue
-            pid = int(path.name.split(".")[-2])
-            if pid_alive(pid):
-                older += 1
-            else:
-                path.unlink(missing_ok=True)  # a waiter that died
-        return older
+        pattern = f"{_safe(self.device)}.wait.*"
+        return sum(1 for p in self.root.glob(pattern) if p.name < mine.name and self._waiting(p))
 
     def acquire(
         self, stop: threading.Event | None = None, on_wait: Callable[[str], None] | None = None
     ) -> bool:
         self.root.mkdir(parents=True, exist_ok=True)
-        ticket = self._ticket()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        ticket, ticket_fd = self._ticket()
         said = ""
+        fd = -1
         try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             while True:
                 if not self._older_tickets(ticket):
                     try:
@@ -109,6 +123,7 @@ class DeviceLock:
                 time.sleep(self.poll_s)
         finally:
             ticket.unlink(missing_ok=True)
+            os.close(ticket_fd)
             if fd >= 0:
                 os.close(fd)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -27,6 +28,8 @@ from typing import Any, Protocol
 
 from .paths import studio_home
 from .runner import JobSpec, run_job
+
+_log = logging.getLogger(__name__)
 
 OnEvent = Callable[[str, dict[str, Any]], None]
 """``on_event(job_id, event)``; called from the executor's own threads."""
@@ -117,20 +120,27 @@ class _Worker:
         self.alive = True
         self.started = time.time()
         self.ready = threading.Event()
+        self.lock = threading.Lock()
+        """Guards ``alive`` and ``jobs`` between ``start`` and the reader."""
         self._send_lock = threading.Lock()
         parent, child = socket.socketpair()
         log = studio_home() / "logs" / f"worker-{device.replace(':', '-')}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tl_core.worker", str(child.fileno())],
-                pass_fds=[child.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=Path(__file__).resolve().parent.parent,
-            )
-        child.close()
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("ab") as out:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "tl_core.worker", str(child.fileno())],
+                    pass_fds=[child.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=Path(__file__).resolve().parent.parent,
+                )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
         self.pid = self.proc.pid
         self.sock = parent
         self._reader = threading.Thread(target=self._read, name=f"tl-worker-{device}", daemon=True)
@@ -140,6 +150,13 @@ class _Worker:
         data = (json.dumps(message) + "\n").encode()
         with self._send_lock:
             self.sock.sendall(data)
+
+    def _deliver(self, job_id: str, event: dict[str, Any]) -> None:
+        """A failure in the receiver is a bug there, not a dead worker: log it, keep reading."""
+        try:
+            self.on_event(job_id, event)
+        except Exception:
+            _log.exception("handling %s for job %s failed", event.get("type"), job_id)
 
     def _read(self) -> None:
         try:
@@ -151,29 +168,36 @@ class _Worker:
                         continue
                     job_id, event = message["job_id"], message["event"]
                     if event["type"] == "done":
-                        self.jobs.discard(job_id)
-                    self.on_event(job_id, event)
+                        with self.lock:
+                            self.jobs.discard(job_id)
+                    self._deliver(job_id, event)
         except (OSError, ValueError):
-            pass
-        self.alive = False
+            pass  # the socket closed or broke: the worker is gone
+        with self.lock:  # from here on ``start`` sends nothing to this worker
+            self.alive = False
+            orphans = list(self.jobs)
+            self.jobs.clear()
+        with contextlib.suppress(OSError):
+            self.sock.close()
         code = self.proc.wait()
-        for job_id in list(self.jobs):  # died mid-job: that job fails, nothing else does
-            self.jobs.discard(job_id)
-            self.on_event(
-                job_id,
-                {
-                    "type": "done",
-                    "fields": {
-                        "status": "failed",
-                        "stage": "failed",
-                        "error": death_message(code),
-                        "error_type": "WorkerDied",
-                        "user_error": True,
-                        "finished_at": time.time(),
-                    },
-                },
-            )
+        for job_id in orphans:  # died mid-job: that job fails, nothing else does
+            fields = {
+                "status": "failed",
+                "stage": "failed",
+                "error": death_message(code),
+                "error_type": "WorkerDied",
+                "user_error": True,
+                "finished_at": time.time(),
+            }
+            self._deliver(job_id, {"type": "done", "fields": fields})
         self.on_death(self)
+
+    def take(self, job_id: str) -> bool:
+        """Claim ``job_id`` for this worker, unless it has died (then its reader can't fail it)."""
+        with self.lock:
+            if self.alive:
+                self.jobs.add(job_id)
+            return self.alive
 
     def close(self, timeout: float = 5.0) -> None:
         with contextlib.suppress(OSError):
@@ -198,6 +222,8 @@ class ProcessExecutor:
 
     def _worker(self, device: str, on_event: OnEvent) -> _Worker:
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the executor was shut down")
             worker = self._workers.get(device)
             if worker is None or not worker.alive:
                 self.restarts += worker is not None
@@ -222,8 +248,8 @@ class ProcessExecutor:
         self._worker(device, on_event)
 
     def start(self, spec: JobSpec, on_event: OnEvent) -> None:
-        worker = self._worker(spec.device, on_event)
-        worker.jobs.add(spec.job_id)
+        while not (worker := self._worker(spec.device, on_event)).take(spec.job_id):
+            time.sleep(0.05)  # it died just now: its replacement takes the job
         with contextlib.suppress(OSError):  # died before the send: its reader fails the job
             worker.send({"type": "run", "spec": spec.to_dict()})
 

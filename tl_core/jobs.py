@@ -23,7 +23,7 @@ from .config import TrainConfig
 from .errors import NotFound, QuotaExceeded
 from .executors import Executor, ProcessExecutor, ThreadExecutor
 from .queueing import expected_waits, service_order
-from .runner import JobSpec
+from .runner import STOP_STAGES, JobSpec
 from .runs import Run, RunStore
 from .settings import StudioSettings
 from .workspaces import SOLO, WorkspaceStore
@@ -49,6 +49,8 @@ class JobStatus:
     queue_position: int | None = None
     wait_s: float | None = None
     """Estimated seconds until a queued job starts; None while there is nothing to go by."""
+    starts_at: float | None = None
+    """When the estimate expects it to start; ``wait_s`` counts down to it in snapshots."""
     stage: str = "waiting"
     stage_done: int = 0
     stage_total: int = 0
@@ -129,7 +131,20 @@ class Job:
 
     def snapshot(self) -> JobStatus:
         with self._lock:
-            return dataclasses.replace(self._status, history=list(self._status.history))
+            snap = dataclasses.replace(self._status, history=list(self._status.history))
+        if snap.starts_at is not None and snap.status == "queued":
+            snap.wait_s = max(snap.starts_at - time.time(), 0.0)
+        return snap
+
+    def update_unless_finished(self, **changes: Any) -> bool:
+        """Compare-and-set: a Stop that races the job's own end must not overwrite it."""
+        with self._lock:
+            if self._status.finished:
+                return False
+            for key, value in changes.items():
+                setattr(self._status, key, value)
+            self._status.version += 1
+            return True
 
     def peek(self, name: str) -> Any:
         with self._lock:
@@ -137,6 +152,12 @@ class Job:
 
 
 def _device_key(requested: str) -> str:
+    """The device a job will use, without creating a CUDA context in this (the app's) process:
+    only the worker that trains should hold GPU memory."""
+    import torch
+
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return "cuda"
     from .devices import detect_device
 
     return detect_device(requested).device
@@ -232,12 +253,24 @@ class JobManager:
             order = service_order(waiting, lambda j: j.workspace, self._last_served)
             while order and len(busy) < self.max_per_device:
                 job = order.pop(0)
-                self._start_locked(job)
+                try:
+                    self._start_locked(job)
+                except Exception as exc:  # disk full, executor shut down: fail this job, not the queue
+                    self._running.pop(job.id, None)
+                    job.update(
+                        status="failed",
+                        stage="failed",
+                        error=f"Could not start: {exc}",
+                        finished_at=time.time(),
+                    )
+                    job.done.set()
+                    continue
                 busy.append(job)
             left = self._running_left_s(busy)
             waits = expected_waits(order, left, self._expected_s)
             for pos, (job, wait) in enumerate(zip(order, waits, strict=True), start=1):
-                job.update(queue_position=pos, wait_s=wait)
+                starts_at = None if wait is None else time.time() + wait
+                job.update(queue_position=pos, wait_s=wait, starts_at=starts_at)
             self._publish(device, len(busy) + len(order))
 
     def _start_locked(self, job: Job) -> None:
@@ -246,7 +279,14 @@ class JobManager:
         self._turn += 1
         self._last_served[job.workspace] = self._turn
         now = time.time()
-        job.update(status="running", queue_position=None, wait_s=None, started_at=now, stage="starting")
+        job.update(
+            status="running",
+            queue_position=None,
+            wait_s=None,
+            starts_at=None,
+            started_at=now,
+            stage="starting",
+        )
         job.run.write_status("running", started_at=now)
         spec = JobSpec(
             job_id=job.id,
@@ -305,16 +345,26 @@ class JobManager:
         elif kind == "history":
             job.append_history(event["record"])
         elif kind == "done":
-            fields = event["fields"]
+            self._finish(job, event["fields"])
+
+    def _finish(self, job: Job, fields: dict[str, Any]) -> None:
+        """The job's one ``done``: whatever goes wrong here, the job ends and the queue moves."""
+        try:
+            fields = {"status": "failed", "stage": "failed", "finished_at": time.time()} | fields
+            if fields["status"] == "failed" and not fields.get("error"):
+                fields["error"] = "The job ended without saying why; start it again."
             job.update(**fields)
-            if fields.get("status") == "failed" and fields.get("error_type") == "WorkerDied":
-                job.run.write_status(
-                    "failed", error=fields.get("error"), finished_at=fields.get("finished_at")
-                )
+            if fields["status"] == "failed" and fields.get("error_type") == "WorkerDied":
+                job.run.write_status("failed", error=fields.get("error"), finished_at=fields["finished_at"])
+        finally:
             with self._lock:
                 self._running.pop(job.id, None)
                 started = job.peek("started_at")
-                if fields.get("status") == "completed" and started:
+                # Time-limited jobs are the long ones: leaving them out would promise short waits.
+                counts = (
+                    fields.get("status") == "completed" or fields.get("stage") == STOP_STAGES["time-limit"]
+                )
+                if counts and started:
                     self._durations = [*self._durations[-49:], (job.config.strategy, time.time() - started)]
                 self._dispatch_locked()
                 self._prune_locked()
@@ -350,9 +400,7 @@ class JobManager:
                 job.run.write_status("stopped", finished_at=now)
                 job.done.set()
                 self._dispatch_locked()
-            elif not job.snapshot().finished:
-                job.update(status="stopping")
-                job.run.write_status("stopping")
+            elif job.update_unless_finished(status="stopping"):
                 self.executor.stop(job.id)
         return job.snapshot()
 

@@ -12,6 +12,7 @@ whoever watches the job:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -206,8 +207,11 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
 
     run = Run(spec.run_dir)
     reporter = _Reporter(emit, stop)
-    status, fields, final = "failed", {}, {}
+    status, fields = "failed", {}
+    final: dict[str, Any] = {"status": status, "stage": "failed", "error": "The job ended unexpectedly."}
     try:
+        if stop.is_set():
+            raise _Stopped
         with DeviceLock(spec.device).held(stop, on_wait=lambda msg: reporter.update(stage=msg)) as got:
             if not got:
                 raise _Stopped
@@ -236,18 +240,18 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
             "stage": "failed",
         }
     except Exception as exc:  # a bug: keep the host alive, keep the traceback for us
-        # No path in the message: it is shown on screens (projectors) and a workspace's path
-        # holds its key. The log sits in the run's folder, where the CLI and instructor look.
+        # Only the exception's type on screen: its text can hold paths, and a workspace's path
+        # holds its key (screens get projected). The traceback goes to the run's error.log.
         message = (
-            f"Internal error ({type(exc).__name__}: {exc}): a bug in the studio, not a problem with "
-            f"your data. Its details are in error.log in run {run.id}."
+            f"Internal error ({type(exc).__name__}): a bug in the studio, not a problem with your "
+            f"data. Its details are in error.log in run {run.id}."
         )
-        write_atomic(run.dir / "error.log", traceback.format_exc())
         fields = {"error": message}
         final = {"status": status, "error": message, "error_type": type(exc).__name__, "stage": "failed"}
+        with contextlib.suppress(OSError):
+            write_atomic(run.dir / "error.log", traceback.format_exc())
     finally:
         final["finished_at"] = time.time()
-        try:
+        with contextlib.suppress(OSError):  # a full disk must not swallow the job's end
             run.write_status(status, finished_at=final["finished_at"], **fields)
-        finally:
-            emit({"type": "done", "fields": final})
+        emit({"type": "done", "fields": final})

@@ -173,8 +173,12 @@ class RunStore:
         return run
 
     def get(self, run_id: str) -> Run:
-        run_dir = (self.root / run_id).resolve()
-        if run_dir.parent != self.root.resolve() or not (run_dir / "config.json").exists():
+        try:
+            run_dir = (self.root / run_id).resolve()
+            found = run_dir.parent == self.root.resolve() and (run_dir / "config.json").exists()
+        except (OSError, ValueError):  # a NUL byte, a name too long for the file system
+            found = False
+        if not found:
             raise NotFound(f"No run '{run_id}' in {self.root}.")
         return Run(run_dir)
 

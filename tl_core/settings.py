@@ -71,7 +71,7 @@ class StudioSettings:
             workshop=room,
             room_code=os.environ.get("TL_STUDIO_ROOM_CODE") or None,
             instructor_token=os.environ.get("TL_STUDIO_INSTRUCTOR_TOKEN") or None,
-            max_queued_per_workspace=int(max_queued) if max_queued else None,
+            max_queued_per_workspace=max(1, round(max_queued)) if max_queued else None,
             job_time_limit_s=_number(
                 "TL_STUDIO_JOB_TIME_LIMIT_MIN", WORKSHOP_TIME_LIMIT_S if room else None, scale=60.0
             ),

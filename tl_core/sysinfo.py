@@ -32,6 +32,10 @@ def gpu_stats() -> list[dict[str, Any]]:
     rows = []
     for line in out.strip().splitlines():
         index, name, used, total, util = (part.strip() for part in line.split(","))
+        try:
+            float(used), float(total), float(util)
+        except ValueError:  # "[N/A]" on MIG slices and some virtual GPUs
+            continue
         rows.append(
             {
                 "device": f"cuda:{index}",

@@ -18,9 +18,11 @@ if TYPE_CHECKING:
 
 POLL_RUNNING_S = 1.0
 """A running job's Train tab: the bar moves every second."""
-POLL_QUEUED_S = 5.0
-"""A queued tab only waits; polling it fast would take CPU from the job that trains."""
-POLL_SIDEBAR_S = 5.0
+POLL_QUEUED_S = 10.0
+"""A queued tab only waits; every poll costs the server and the browser a redraw, on a machine
+whose cores belong to the job that trains (8 tabs at 5 s: the probe epoch 1.11x; at 10 s: see
+benchmarks/workshop_load.py)."""
+POLL_SIDEBAR_S = 10.0
 """The sidebar's one "Run:" line needs no more."""
 NOTHING_TRAINED = "Stopped before the first epoch finished: nothing was trained yet."
 _COUNTED_STAGES = ("caching", "loaded cached", "scanning")
@@ -45,7 +47,8 @@ def poll_interval(snap: JobStatus | None) -> float | None:
     """How often a tab watching ``snap`` looks again; None once nothing will change."""
     if snap is None or snap.finished:
         return None
-    return POLL_QUEUED_S if snap.status == "queued" else POLL_RUNNING_S
+    waiting = snap.status == "queued" or snap.stage.startswith("waiting for the device")
+    return POLL_QUEUED_S if waiting else POLL_RUNNING_S
 
 
 def queue_text(snap: JobStatus) -> str:

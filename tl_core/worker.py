@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     stops: dict[str, threading.Event] = {}
 
     def send(message: dict[str, Any]) -> None:
-        data = (json.dumps(message, default=float) + "\n").encode()
+        data = (json.dumps(message, default=_plain) + "\n").encode()
         with send_lock:
             sock.sendall(data)
 
@@ -55,7 +55,27 @@ def main(argv: list[str]) -> int:
             stops[job_id],
         )
         stops.pop(job_id, None)
+        _release_memory()
     return 0
+
+
+def _release_memory() -> None:
+    """Between jobs, hand cached GPU blocks back, so the next holder of the device (this
+    worker's next job, or a CLI run) gets the whole card."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and paths as JSON understands them."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class WorkspaceStore:
         self.solo_runs = Path(solo_runs) if solo_runs else None
 
     def _dir(self, workspace_id: str) -> Path:
-        if not _ID.match(workspace_id or ""):
+        if not isinstance(workspace_id, str) or not _ID.fullmatch(workspace_id):
             raise NotFound("No such workspace: join again from the Home page.")
         return self.root / workspace_id
 
