@@ -20,8 +20,7 @@ POLL_RUNNING_S = 1.0
 """A running job's Train tab: the bar moves every second."""
 POLL_QUEUED_S = 10.0
 """A queued tab only waits; every poll costs the server and the browser a redraw, on a machine
-whose cores belong to the job that trains (8 tabs at 5 s: the probe epoch 1.11x; at 10 s: see
-benchmarks/workshop_load.py)."""
+whose cores belong to the job that trains (measured by benchmarks/workshop_load.py)."""
 POLL_SIDEBAR_S = 10.0
 """The sidebar's one "Run:" line needs no more."""
 NOTHING_TRAINED = "Stopped before the first epoch finished: nothing was trained yet."
