@@ -16,14 +16,9 @@ def bundle() -> bytes:
     return bundle_bytes(run)
 
 
-def train_py() -> str:
-    from tl_core.export import training_script
-
-    return training_script(run)
-
-
 @st.cache_data(show_spinner="Writing the training script…", max_entries=8)
-def script(run_dir: str, mtime: float) -> str:
+def script(run_dir: str) -> str:
+    """A finished run never changes, so its folder is the whole key."""
     from tl_core.export import training_script
     from tl_core.runs import Run
 
@@ -46,11 +41,12 @@ st.markdown(
     "**Training script**: a standalone `train.py` (torch + timm only) with this run's exact file lists, "
     "layer groups, phases and learning rates. `python train.py DATA_DIR` reproduces the run."
 )
-st.download_button("Download train.py", train_py, file_name="train.py", mime="text/x-python")
+st.download_button(
+    "Download train.py", lambda: script(str(run.dir)), file_name="train.py", mime="text/x-python"
+)
 if st.toggle("Preview train.py"):
     try:
-        stamp = run.weights_path.stat().st_mtime if run.weights_path.exists() else 0.0
-        code = script(str(run.dir), stamp)
+        code = script(str(run.dir))
         st.code(code[:6000] + ("\n# …" if len(code) > 6000 else ""), language="python")
     except TLError as exc:
         ui.error(exc, "Pick a run that finished at least one epoch.")

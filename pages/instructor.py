@@ -10,9 +10,7 @@ from tl_core.room import RoomBoard, room_results
 from tl_core.sysinfo import device_stats, process_rss_mb
 
 if not ui.is_instructor():
-    st.info("Page not found.")
-    st.page_link(ui.PAGES["home"], label="Go to Home", icon=":material/home:")
-    st.stop()
+    ui.stop_with_link("Page not found.", "home", ":material/home:")
 
 st.title("Instructor")
 manager = ui.job_manager()

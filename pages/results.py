@@ -3,11 +3,11 @@
 import streamlit as st
 
 import ui
-from tl_core.charts import confusion_matrix, training_curves
+from tl_core import ui_text
+from tl_core.charts import training_curves
 from tl_core.errors import TLError
 from tl_core.evaluation import (
     cell,
-    confusion,
     load_predictions,
     misclassified,
     most_confused,
@@ -26,7 +26,7 @@ if not history or preds is None:
     st.warning("This run has no evaluation yet (it stopped before finishing an epoch).")
     st.stop()
 
-best = max(history, key=lambda h: (h["val_acc"], -h["val_loss"]))
+best = ui_text.best_record(history)
 final = history[-1]
 c = st.columns(4)
 c[0].metric(
@@ -46,9 +46,7 @@ st.plotly_chart(training_curves(history), width="stretch")
 
 left, right = st.columns([3, 2])
 with left:
-    st.subheader("Confusion matrix")
-    st.caption("Rows: the true class. Columns: what the model said. The diagonal is right.")
-    st.plotly_chart(confusion_matrix(confusion(preds, labels), labels), width="stretch")
+    ui.confusion_block(preds, labels)
 with right:
     st.subheader("Per class")
     st.dataframe(

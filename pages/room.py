@@ -4,9 +4,9 @@ import streamlit as st
 
 import ui
 from tl_core import ui_text
-from tl_core.charts import confusion_matrix, training_curves
+from tl_core.charts import training_curves
 from tl_core.errors import TLError
-from tl_core.evaluation import confusion, load_predictions
+from tl_core.evaluation import load_predictions
 from tl_core.room import RoomBoard
 
 ui.sidebar()
@@ -43,6 +43,4 @@ if history:
 preds = load_predictions(run)
 labels = run.read_json("labels.json") or []
 if preds is not None and labels:
-    st.subheader("Confusion matrix")
-    st.caption("Rows: the true class. Columns: what the model said. The diagonal is right.")
-    st.plotly_chart(confusion_matrix(confusion(preds, labels), labels), width="stretch")
+    ui.confusion_block(preds, labels)

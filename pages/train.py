@@ -90,7 +90,8 @@ if st.button(
         st.rerun()
     except TLError as exc:  # QuotaExceeded too: its message says what to do
         ui.error(exc)
-limit = ui_text.time_limit_text(ui.settings().job_time_limit_s) if ui.settings().workshop else None
+room = ui.settings()
+limit = ui_text.time_limit_text(room.job_time_limit_s) if room.workshop else None
 if limit:
     st.caption(limit)
 interval = ui_text.poll_interval(snap)

@@ -28,6 +28,10 @@ def _safe(device: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", device)
 
 
+WAITING = "waiting for the device"
+"""The stage a job reports while another process trains on its device."""
+
+
 def locks_root() -> Path:
     return studio_home() / "locks"
 
@@ -116,7 +120,7 @@ class DeviceLock:
                 if stop is not None and stop.is_set():
                     return False
                 ahead = max(others_load(self.device, self.root), 1)
-                message = f"waiting for the device: {ahead} job{'s' if ahead != 1 else ''} ahead"
+                message = f"{WAITING}: {ahead} job{'s' if ahead != 1 else ''} ahead"
                 if on_wait is not None and message != said:
                     on_wait(message)
                     said = message

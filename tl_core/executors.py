@@ -13,7 +13,6 @@ only has to deliver the same events.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 
 from .paths import studio_home
 from .runner import JobSpec, run_job
+from .wire import LineSocket
 
 _log = logging.getLogger(__name__)
 
@@ -122,7 +122,6 @@ class _Worker:
         self.ready = threading.Event()
         self.lock = threading.Lock()
         """Guards ``alive`` and ``jobs`` between ``start`` and the reader."""
-        self._send_lock = threading.Lock()
         parent, child = socket.socketpair()
         log = studio_home() / "logs" / f"worker-{device.replace(':', '-')}.log"
         try:
@@ -142,14 +141,12 @@ class _Worker:
         finally:
             child.close()
         self.pid = self.proc.pid
-        self.sock = parent
+        self.wire = LineSocket(parent)
         self._reader = threading.Thread(target=self._read, name=f"tl-worker-{device}", daemon=True)
         self._reader.start()
 
     def send(self, message: dict[str, Any]) -> None:
-        data = (json.dumps(message) + "\n").encode()
-        with self._send_lock:
-            self.sock.sendall(data)
+        self.wire.send(message)
 
     def _deliver(self, job_id: str, event: dict[str, Any]) -> None:
         """A failure in the receiver is a bug there, not a dead worker: log it, keep reading."""
@@ -160,17 +157,15 @@ class _Worker:
 
     def _read(self) -> None:
         try:
-            with self.sock.makefile("r", encoding="utf-8") as lines:
-                for line in lines:
-                    message = json.loads(line)
-                    if message.get("type") == "ready":
-                        self.ready.set()
-                        continue
-                    job_id, event = message["job_id"], message["event"]
-                    if event["type"] == "done":
-                        with self.lock:
-                            self.jobs.discard(job_id)
-                    self._deliver(job_id, event)
+            for message in self.wire.messages():
+                if message.get("type") == "ready":
+                    self.ready.set()
+                    continue
+                job_id, event = message["job_id"], message["event"]
+                if event["type"] == "done":
+                    with self.lock:
+                        self.jobs.discard(job_id)
+                self._deliver(job_id, event)
         except (OSError, ValueError):
             pass  # the socket closed or broke: the worker is gone
         with self.lock:  # from here on ``start`` sends nothing to this worker
@@ -178,7 +173,7 @@ class _Worker:
             orphans = list(self.jobs)
             self.jobs.clear()
         with contextlib.suppress(OSError):
-            self.sock.close()
+            self.wire.close()
         code = self.proc.wait()
         for job_id in orphans:  # died mid-job: that job fails, nothing else does
             fields = {
@@ -206,7 +201,7 @@ class _Worker:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        self.sock.close()
+        self.wire.close()
 
 
 class ProcessExecutor:

@@ -72,16 +72,10 @@ class JobStatus:
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
-    version: int = 0
-    """Bumped on every change, so a watcher redraws only when something changed."""
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
-
-    @property
-    def epochs_run(self) -> int:
-        return len(self.history)
 
     @property
     def trained(self) -> bool:
@@ -96,14 +90,22 @@ class Job:
     """The manager's record of one job: its config, run folder and live status."""
 
     def __init__(
-        self, job_id: str, config: TrainConfig, run: Run, device_key: str, workspace: str, owner: str
+        self,
+        job_id: str,
+        config: TrainConfig,
+        run: Run,
+        device_key: str,
+        workspace: str,
+        owner: str,
+        request_id: str | None = None,
+        time_limit_s: float | None = None,
     ):
         self.id = job_id
         self.config = config
         self.run = run
         self.device_key = device_key
         self.workspace = workspace
-        self.request_id: str | None = None
+        self.request_id = request_id
         self.done = threading.Event()
         self._lock = threading.Lock()
         self._status = JobStatus(
@@ -116,18 +118,16 @@ class Job:
             backbone=config.backbone,
             strategy=config.strategy,
             device=device_key,
+            time_limit_s=time_limit_s,
         )
 
     def update(self, **changes: Any) -> None:
         with self._lock:
-            for key, value in changes.items():
-                setattr(self._status, key, value)
-            self._status.version += 1
+            self._status = dataclasses.replace(self._status, **changes)
 
     def append_history(self, record: dict[str, Any]) -> None:
         with self._lock:
             self._status.history.append(record)
-            self._status.version += 1
 
     def snapshot(self) -> JobStatus:
         with self._lock:
@@ -141,9 +141,7 @@ class Job:
         with self._lock:
             if self._status.finished:
                 return False
-            for key, value in changes.items():
-                setattr(self._status, key, value)
-            self._status.version += 1
+            self._status = dataclasses.replace(self._status, **changes)
             return True
 
     def peek(self, name: str) -> Any:
@@ -186,7 +184,7 @@ class JobManager:
         time_limit_s: float | None = None,
         max_finished_jobs: int = 500,
     ):
-        self.workspaces = workspaces or WorkspaceStore(solo_runs=runs_dir)
+        self.workspaces = workspaces or WorkspaceStore()
         if runs_dir is not None:
             self.workspaces.solo_runs = Path(runs_dir)
         self.store = self.workspaces.runs(SOLO)
@@ -237,9 +235,16 @@ class JobManager:
                     "of them, or start this once one of them is running."
                 )
             run = self.workspaces.runs(workspace).create(cfg.to_dict())
-            job = Job(secrets.token_urlsafe(16), cfg, run, device_key, workspace, owner or ws.name)
-            job.request_id = request_id
-            job.update(time_limit_s=self.time_limit_s)
+            job = Job(
+                secrets.token_urlsafe(16),
+                cfg,
+                run,
+                device_key,
+                workspace,
+                owner or ws.name,
+                request_id=request_id,
+                time_limit_s=self.time_limit_s,
+            )
             self._jobs[job.id] = job
             self._queue.append(job)
             self._devices.add(device_key)
@@ -312,11 +317,7 @@ class JobManager:
         pool = same or [s for _, s in self._durations]
         if not pool:
             return None
-        return (
-            statistics.median(pool)
-            if self.time_limit_s is None
-            else min(statistics.median(pool), self.time_limit_s)
-        )
+        return min(statistics.median(pool), self.time_limit_s or float("inf"))
 
     def _running_left_s(self, running: list[Job]) -> float | None:
         if not running:

@@ -55,7 +55,7 @@ class _Stopped(Exception):
 
 
 class _Reporter:
-    """The job as the loop sees it: updates go out as events, throttled for batch ticks."""
+    """The job as the loop sees it: what changed goes out as events, and a Stop comes in."""
 
     def __init__(self, emit: Emit, stop: threading.Event):
         self.emit = emit
@@ -68,60 +68,6 @@ class _Reporter:
         self.emit({"type": "history", "record": record})
 
 
-def _progress_callback(reporter: _Reporter, run: Run) -> Any:
-    from .training import Callback, EpochRecord, Trainer
-
-    class JobProgress(Callback):
-        """Mirrors the trainer's state into events and the run folder."""
-
-        def __init__(self) -> None:
-            self.started = time.perf_counter()
-            self.last = 0.0
-
-        def _tick(self, trainer: Trainer, force: bool = False) -> None:
-            now = time.perf_counter()
-            if not force and now - self.last < 0.25:  # watchers poll at ~1 Hz; keep messages few
-                return
-            self.last = now
-            p = trainer.progress
-            elapsed = now - self.started
-            # A first ETA extrapolated from seconds of warm-up is wildly off: wait for 5% or
-            # for the first epoch, whichever comes first.
-            trusted = p >= 0.05 or trainer.history
-            reporter.update(
-                progress=p,
-                epoch=trainer.epoch,
-                epochs_total=trainer.epochs_total,
-                phase=trainer.phase.name if trainer.phase else "",
-                step=int(trainer.units_done),
-                steps_total=int(trainer.units_total),
-                eta_s=elapsed * (1 - p) / p if trusted and p > 0 else None,
-            )
-
-        def on_fit_start(self, trainer: Trainer) -> None:
-            self.started = time.perf_counter()
-            reporter.update(stage="training", epochs_total=trainer.epochs_total)
-
-        def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
-            reporter.update(stage=stage, stage_done=done, stage_total=total)
-            self._tick(trainer)
-
-        def on_phase_start(self, trainer: Trainer, phase: Any) -> None:
-            reporter.update(stage="training", phase=phase.name)
-
-        def on_batch_end(self, trainer: Trainer) -> None:
-            self._tick(trainer)
-
-        def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
-            row = record.to_dict()
-            run.append_metrics(row)
-            reporter.history(row)
-            run.write_status("running", epochs_run=len(trainer.history), epoch=trainer.epoch)
-            self._tick(trainer, force=True)
-
-    return JobProgress()
-
-
 def _execute(spec: JobSpec, reporter: _Reporter, run: Run) -> Any:
     """Everything a job does, in order; raises ``TLError`` for problems the user can fix."""
     from .backbones import create_backbone
@@ -130,6 +76,7 @@ def _execute(spec: JobSpec, reporter: _Reporter, run: Run) -> Any:
     from .evaluation import predictions_frame, save_predictions
     from .freezing import layer_groups
     from .paths import cache_root
+    from .progress import JobProgress
     from .training import (
         BestWeights,
         Callback,
@@ -170,7 +117,7 @@ def _execute(spec: JobSpec, reporter: _Reporter, run: Run) -> Any:
     run.write_json("dataset.json", profile.to_dict())
     run.write_json("split.json", dataset.items)  # the exact files, for export without a rescan
     run.write_json("backbone.json", dataclasses.asdict(info))
-    callbacks: list[Callback] = [StopOnEvent(reporter.stop), BestWeights(), _progress_callback(reporter, run)]
+    callbacks: list[Callback] = [StopOnEvent(reporter.stop), BestWeights(), JobProgress(reporter, run)]
     if limit is not None:
         callbacks.insert(1, limit)
     if cfg.patience:

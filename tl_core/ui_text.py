@@ -12,6 +12,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .devicelock import WAITING
+from .runner import STOP_STAGES
+
 if TYPE_CHECKING:
     from .jobs import JobStatus
     from .runs import RunSummary
@@ -23,6 +26,7 @@ POLL_QUEUED_S = 10.0
 whose cores belong to the job that trains (measured by benchmarks/workshop_load.py)."""
 POLL_SIDEBAR_S = 10.0
 """The sidebar's one "Run:" line needs no more."""
+TIME_LIMIT = STOP_STAGES["time-limit"]
 NOTHING_TRAINED = "Stopped before the first epoch finished: nothing was trained yet."
 _COUNTED_STAGES = ("caching", "loaded cached", "scanning")
 
@@ -46,7 +50,7 @@ def poll_interval(snap: JobStatus | None) -> float | None:
     """How often a tab watching ``snap`` looks again; None once nothing will change."""
     if snap is None or snap.finished:
         return None
-    waiting = snap.status == "queued" or snap.stage.startswith("waiting for the device")
+    waiting = snap.status == "queued" or snap.stage.startswith(WAITING)
     return POLL_QUEUED_S if waiting else POLL_RUNNING_S
 
 
@@ -78,7 +82,7 @@ def stage_text(snap: JobStatus) -> str:
         text = f"{done} epoch(s) run"
         if snap.stage == "early-stopped":
             text += " (early stopping)"
-        elif "time limit" in snap.stage:
+        elif snap.stage == TIME_LIMIT:
             text += " (time limit reached)"
         return text
     if snap.status == "queued":
@@ -102,19 +106,18 @@ def outcome(snap: JobStatus) -> tuple[str, str] | None:
         return "error", snap.error or "Training failed."
     if not snap.trained:
         return "warning", NOTHING_TRAINED
-    best_acc, best_epoch = best_of(snap.history)
-    text = f"{snap.status.capitalize()}: best validation accuracy **{best_acc:.1%}** (epoch {best_epoch})"
+    best = best_record(snap.history)
+    text = f"{snap.status.capitalize()}: best validation accuracy **{best['val_acc']:.1%}** (epoch {best['epoch']})"
     if snap.result and snap.result.get("wall_s") is not None:
         text += f" in {snap.result['wall_s']:.0f} s"
-    if snap.stage == "stopped at the time limit":
+    if snap.stage == TIME_LIMIT:
         text += ", stopped at the room's time limit"
     return "success", text + "."
 
 
-def best_of(history: Sequence[Mapping[str, Any]]) -> tuple[float, int]:
+def best_record(history: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The kept epoch: best validation accuracy, lower loss breaking ties (as the trainer does)."""
-    best = max(history, key=lambda h: (h["val_acc"], -h.get("val_loss", 0.0)))
-    return float(best["val_acc"]), int(best["epoch"])
+    return max(history, key=lambda h: (h["val_acc"], -h.get("val_loss", 0.0)))
 
 
 def run_line(snap: JobStatus) -> str:

@@ -61,7 +61,9 @@ def workspace_id() -> str | None:
         return SOLO
     ws = st.session_state.get("ws") or st.query_params.get("ws")
     if ws and st.session_state.get("ws") != ws:
-        if not workspaces().exists(ws):
+        try:  # read once per session; the name is kept for the sidebar
+            st.session_state["ws_name"] = workspaces().get(ws).name
+        except TLError:
             st.query_params.pop("ws", None)
             return None
         st.session_state["ws"] = ws
@@ -84,19 +86,21 @@ def join(name: str, room_code: str = "") -> str:
     if not settings().check_room_code(room_code):
         raise ConfigError("That room code is not right: ask your instructor for it.")
     ws = workspaces().create(name)
-    st.session_state["ws"] = ws.id
+    st.session_state["ws"], st.session_state["ws_name"] = ws.id, ws.name
     st.query_params["ws"] = ws.id
     return ws.id
 
 
 def workspace_name() -> str | None:
     ws = workspace_id()
-    if ws is None or ws == SOLO:
+    if ws in (None, SOLO):
         return None
-    try:
-        return workspaces().get(ws).name
-    except TLError:
-        return None
+    if "ws_name" not in st.session_state:
+        try:
+            st.session_state["ws_name"] = workspaces().get(ws).name
+        except TLError:
+            return None
+    return st.session_state["ws_name"]
 
 
 def visit() -> None:
@@ -122,16 +126,14 @@ def require_workspace() -> str:
     """The workspace of this tab; in a workshop, without one, point to Home and stop."""
     ws = workspace_id()
     if ws is None:
-        _stop_with_link(
-            "Join the workshop first: type your name on the Home page.", "home", ":material/home:"
-        )
+        stop_with_link("Join the workshop first: type your name on the Home page.", "home", ":material/home:")
     return ws
 
 
-def _stop_with_link(text: str, page: str, icon: str) -> None:
+def stop_with_link(text: str, page: str, icon: str, label: str | None = None) -> None:
     """Say what is missing, link to the page that provides it, and end this page's run."""
     st.info(text)
-    st.page_link(PAGES[page], label=f"Go to {page.capitalize()}", icon=icon)
+    st.page_link(PAGES[page], label=label or f"Go to {page.capitalize()}", icon=icon)
     st.stop()
 
 
@@ -374,7 +376,7 @@ def _short(text: str, n: int = 40) -> str:
 def require_dataset() -> Any:
     ds = dataset()
     if ds is None:
-        _stop_with_link("First choose the images to learn from.", "data", ":material/folder_open:")
+        stop_with_link("First choose the images to learn from.", "data", ":material/folder_open:")
     return ds
 
 
@@ -415,9 +417,12 @@ def pick_run() -> Any | None:
         )
         st.query_params.pop("run", None)
     if not runs:
-        st.info("No trained run yet: train a model first.")
-        st.page_link(PAGES["train"], label="Go to Freeze & train", icon=":material/model_training:")
-        st.stop()
+        stop_with_link(
+            "No trained run yet: train a model first.",
+            "train",
+            ":material/model_training:",
+            label="Go to Freeze & train",
+        )
     snap = job_snapshot()
     current = (
         from_url or st.session_state.get("run_dir") or (snap.run_dir if snap and snap.finished else None)
@@ -428,6 +433,16 @@ def pick_run() -> Any | None:
     st.session_state["run_dir"] = chosen
     _keep_in_url("run", by_dir[chosen].run_id)
     return Run(chosen)
+
+
+def confusion_block(preds: Any, labels: list[str]) -> None:
+    """The confusion matrix with its one-line reading guide (Results and the Room board)."""
+    from tl_core.charts import confusion_matrix
+    from tl_core.evaluation import confusion
+
+    st.subheader("Confusion matrix")
+    st.caption("Rows: the true class. Columns: what the model said. The diagonal is right.")
+    st.plotly_chart(confusion_matrix(confusion(preds, labels), labels), width="stretch")
 
 
 @st.cache_resource(show_spinner="Loading the trained model…", max_entries=4)
