@@ -41,6 +41,8 @@ class TrainConfig:
     data: str = "digits"
     data_label: str = ""
     """The name the user knows the data by ("hymenoptera.zip"), for labels; not a path."""
+    group: str = ""
+    """Runs started together (an experiment such as "does pretraining help?") share this id."""
     backbone: str = DEFAULT_BACKBONE
     strategy: str = "feature-extraction"
     weights: str = "auto"

@@ -29,6 +29,7 @@ from .settings import StudioSettings
 from .workspaces import SOLO, WorkspaceStore
 
 FINISHED = ("stopped", "completed", "failed")
+JOB_KINDS = ("train", "lr-find")
 DOUBLE_SUBMIT_S = 10.0
 """A repeated ``request_id`` within this window is the same click, not a second job."""
 
@@ -44,6 +45,10 @@ class JobStatus:
     data_label: str = ""
     backbone: str = ""
     strategy: str = ""
+    kind: str = "train"
+    """``train`` or ``lr-find``."""
+    group: str = ""
+    """Shared by the runs of one experiment (``TrainConfig.group``)."""
     status: str = "queued"
     """queued / running / stopping / stopped / completed / failed."""
     queue_position: int | None = None
@@ -99,8 +104,10 @@ class Job:
         owner: str,
         request_id: str | None = None,
         time_limit_s: float | None = None,
+        kind: str = "train",
     ):
         self.id = job_id
+        self.kind = kind
         self.config = config
         self.run = run
         self.device_key = device_key
@@ -117,6 +124,8 @@ class Job:
             data_label=config.data_label or Path(config.data).name,
             backbone=config.backbone,
             strategy=config.strategy,
+            kind=kind,
+            group=config.group,
             device=device_key,
             time_limit_s=time_limit_s,
         )
@@ -206,50 +215,93 @@ class JobManager:
 
     # -- submitting --------------------------------------------------------------------------
     def submit(
-        self, config: TrainConfig, workspace: str = SOLO, owner: str = "", request_id: str | None = None
+        self,
+        config: TrainConfig,
+        workspace: str = SOLO,
+        owner: str = "",
+        request_id: str | None = None,
+        *,
+        kind: str = "train",
+        time_limit_s: float | None = None,
     ) -> str:
         """Validate ``config``, create its run folder, queue it; return an unguessable job id.
 
         A UI passes ``request_id`` (e.g. its tab and the settings): the same id again while
         that job is still queued or running, within seconds, returns the same job, so a
         double-clicked Start submits once.
+
+        Args:
+            kind: ``train``, or ``lr-find`` for a learning-rate range test on ``config``.
+            time_limit_s: this job's own budget; the room's limit still applies if shorter.
         """
+        return self.submit_many([config], workspace, owner, request_id, kind=kind, time_limit_s=time_limit_s)[
+            0
+        ]
+
+    def submit_many(
+        self,
+        configs: list[TrainConfig],
+        workspace: str = SOLO,
+        owner: str = "",
+        request_id: str | None = None,
+        *,
+        kind: str = "train",
+        time_limit_s: float | None = None,
+    ) -> list[str]:
+        """Queue ``configs`` together, all or none: an experiment's runs either all fit the
+        workspace's quota or none is started (a half-queued comparison compares nothing)."""
         from .backbones import check_weights
 
-        cfg = config.resolved()
-        check_weights(cfg.backbone, cfg.weights, cfg.catalog_only)
+        if kind not in JOB_KINDS:
+            raise ValueError(f"unknown job kind {kind!r}; expected one of {JOB_KINDS}")
+        resolved = [c.resolved() for c in configs]
+        for cfg in resolved:
+            check_weights(cfg.backbone, cfg.weights, cfg.catalog_only)
         ws = self.workspaces.get(workspace)
-        device_key = _device_key(cfg.device)
+        limits = [t for t in (time_limit_s, self.time_limit_s) if t]
+        limit = min(limits) if limits else None
+        device_keys = [_device_key(cfg.device) for cfg in resolved]
         with self._lock:
-            for job in self._queue + list(self._running.values()):
-                if (
-                    request_id is not None
-                    and (job.workspace, job.request_id) == (workspace, request_id)
-                    and time.time() - job.peek("submitted_at") < DOUBLE_SUBMIT_S
-                ):
-                    return job.id
+            same = [
+                j
+                for j in self._queue + list(self._running.values())
+                if request_id is not None
+                and (j.workspace, j.request_id) == (workspace, request_id)
+                and time.time() - j.peek("submitted_at") < DOUBLE_SUBMIT_S
+            ]
+            if same:
+                return [j.id for j in same]
             queued = sum(1 for j in self._queue if j.workspace == workspace)
-            if self.max_queued_per_workspace is not None and queued >= self.max_queued_per_workspace:
+            quota = self.max_queued_per_workspace
+            if quota is not None and queued + len(resolved) > quota:
                 raise QuotaExceeded(
-                    f"You already have {queued} job(s) waiting, the most this room allows. Stop one "
-                    "of them, or start this once one of them is running."
+                    f"You already have {queued} job(s) waiting; this needs room for "
+                    f"{len(resolved)}, and this room allows {quota} waiting at a time. Stop some, or "
+                    "start this once they are running."
+                    if len(resolved) > 1
+                    else f"You already have {queued} job(s) waiting, the most this room allows. Stop "
+                    "one of them, or start this once one of them is running."
                 )
-            run = self.workspaces.runs(workspace).create(cfg.to_dict())
-            job = Job(
-                secrets.token_urlsafe(16),
-                cfg,
-                run,
-                device_key,
-                workspace,
-                owner or ws.name,
-                request_id=request_id,
-                time_limit_s=self.time_limit_s,
-            )
-            self._jobs[job.id] = job
-            self._queue.append(job)
-            self._devices.add(device_key)
+            ids = []
+            for cfg, device_key in zip(resolved, device_keys, strict=True):
+                run = self.workspaces.runs(workspace).create(cfg.to_dict(), kind=kind)
+                job = Job(
+                    secrets.token_urlsafe(16),
+                    cfg,
+                    run,
+                    device_key,
+                    workspace,
+                    owner or ws.name,
+                    request_id=request_id,
+                    time_limit_s=limit,
+                    kind=kind,
+                )
+                self._jobs[job.id] = job
+                self._queue.append(job)
+                self._devices.add(job.device_key)
+                ids.append(job.id)
             self._dispatch_locked()
-        return job.id
+        return ids
 
     def _dispatch_locked(self) -> None:
         for device in sorted(self._devices):
@@ -298,7 +350,8 @@ class JobManager:
             config=job.config.to_dict(),
             run_dir=str(job.run.dir),
             device=job.device_key,
-            time_limit_s=self.time_limit_s,
+            time_limit_s=job.peek("time_limit_s"),
+            kind=job.kind,
         )
         self.executor.start(spec, self._on_event)
 

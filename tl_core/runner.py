@@ -45,6 +45,8 @@ class JobSpec:
     run_dir: str
     device: str
     time_limit_s: float | None = None
+    kind: str = "train"
+    """``train``, or ``lr-find`` (the learning-rate range test; see ``lr_finder``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,27 +70,25 @@ class _Reporter:
         self.emit({"type": "history", "record": record})
 
 
-def _execute(spec: JobSpec, reporter: _Reporter, run: Run) -> Any:
-    """Everything a job does, in order; raises ``TLError`` for problems the user can fix."""
+@dataclass
+class Prepared:
+    """A job's data, model and device, built the same way for every job kind."""
+
+    cfg: TrainConfig
+    dataset: Any
+    model: Any
+    info: Any
+    device: Any
+
+
+def _prepare(spec: JobSpec, reporter: _Reporter, run: Run) -> Prepared:
+    """Scan the data, build the backbone, pick the device and record them in the run folder."""
     from .backbones import create_backbone
     from .data import scan_dataset
     from .devices import detect_device
-    from .evaluation import predictions_frame, save_predictions
-    from .freezing import layer_groups
-    from .paths import cache_root
-    from .progress import JobProgress
-    from .training import (
-        BestWeights,
-        Callback,
-        EarlyStopping,
-        StopOnEvent,
-        TimeLimit,
-        Trainer,
-        seed_everything,
-    )
+    from .training import seed_everything
 
     cfg = TrainConfig.from_dict(spec.config)
-    limit = TimeLimit(spec.time_limit_s) if spec.time_limit_s else None
     seed_everything(cfg.seed)
 
     def scanning(done: int, total: int) -> None:
@@ -117,9 +117,21 @@ def _execute(spec: JobSpec, reporter: _Reporter, run: Run) -> Any:
     run.write_json("dataset.json", profile.to_dict())
     run.write_json("split.json", dataset.items)  # the exact files, for export without a rescan
     run.write_json("backbone.json", dataclasses.asdict(info))
+    return Prepared(cfg, dataset, model, info, device)
+
+
+def _train(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
+    """Train, evaluate and save; raises ``TLError`` for problems the user can fix."""
+    from .evaluation import predictions_frame, save_predictions
+    from .freezing import layer_groups
+    from .paths import cache_root
+    from .progress import JobProgress
+    from .training import BestWeights, Callback, EarlyStopping, StopOnEvent, TimeLimit, Trainer
+
+    cfg, dataset, model, info = prep.cfg, prep.dataset, prep.model, prep.info
     callbacks: list[Callback] = [StopOnEvent(reporter.stop), BestWeights(), JobProgress(reporter, run)]
-    if limit is not None:
-        callbacks.insert(1, limit)
+    if spec.time_limit_s:
+        callbacks.insert(1, TimeLimit(spec.time_limit_s))
     if cfg.patience:
         callbacks.insert(1, EarlyStopping(cfg.patience))
     trainer = Trainer(
@@ -128,7 +140,7 @@ def _execute(spec: JobSpec, reporter: _Reporter, run: Run) -> Any:
         cfg,
         dataset,
         info.data_config,
-        device,
+        prep.device,
         callbacks,
         feature_cache_dir=cache_root() / "features" if info.weights != "none" else None,
         weights_id=info.weights_detail,
@@ -145,6 +157,23 @@ def _execute(spec: JobSpec, reporter: _Reporter, run: Run) -> Any:
         }
         run.save_weights(model.state_dict(), metadata=meta)
     return result
+
+
+def _lr_find(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
+    from .lr_finder import run_lr_finder
+
+    return run_lr_finder(prep, reporter, run)
+
+
+_KINDS = {"train": _train, "lr-find": _lr_find}
+
+
+def _execute(spec: JobSpec, reporter: _Reporter, run: Run) -> Any:
+    """Everything a job does, in order; raises ``TLError`` for problems the user can fix."""
+    if spec.kind not in _KINDS:
+        raise ValueError(f"unknown job kind {spec.kind!r}")
+    prep = _prepare(spec, reporter, run)
+    return _KINDS[spec.kind](spec, reporter, run, prep)
 
 
 def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
@@ -166,11 +195,13 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
             result = _execute(spec, reporter, run)
         status = "completed" if result.status in ("completed", "early-stopped") else "stopped"
         summary = result.to_dict()
-        summary.pop("history")
-        fields = {"result": summary, "best_val_acc": result.best_val_acc, "epochs_run": result.epochs_run}
+        summary.pop("history", None)  # already sent epoch by epoch
+        fields = {"result": summary}
         stage = STOP_STAGES.get(result.status, result.status)
-        if not result.epochs_run:
-            stage = "stopped before the first epoch ended"
+        if spec.kind == "train":
+            fields |= {"best_val_acc": result.best_val_acc, "epochs_run": result.epochs_run}
+            if not result.epochs_run:
+                stage = "stopped before the first epoch ended"
         final = {"status": status, "result": summary, "stage": stage, "eta_s": 0.0}
         if status == "completed":
             final["progress"] = 1.0

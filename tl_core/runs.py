@@ -40,6 +40,9 @@ class RunSummary:
     epochs_run: int = 0
     error: str | None = None
     data_label: str = ""
+    kind: str = "train"
+    """``train``, or ``lr-find`` (a range test: no model to evaluate or export)."""
+    group: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -152,6 +155,8 @@ class Run:
             best_val_acc=st.get("best_val_acc"),
             epochs_run=int(st.get("epochs_run", 0)),
             error=st.get("error"),
+            kind=st.get("kind", "train"),
+            group=cfg.get("group", ""),
         )
 
 
@@ -161,7 +166,7 @@ class RunStore:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else runs_root()
 
-    def create(self, config: dict[str, Any]) -> Run:
+    def create(self, config: dict[str, Any], kind: str = "train") -> Run:
         self.root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = str(config.get("backbone", "run")).replace("/", "_")
@@ -169,7 +174,7 @@ class RunStore:
         run_dir.mkdir()
         run = Run(run_dir)
         run.write_json("config.json", config)
-        run.write_status("queued", created_at=time.time())
+        run.write_status("queued", created_at=time.time(), kind=kind)
         return run
 
     def get(self, run_id: str) -> Run:

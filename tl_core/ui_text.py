@@ -151,7 +151,7 @@ TRAINED = ("completed", "stopped")
 
 def trained_runs(summaries: Iterable[RunSummary]) -> list[RunSummary]:
     """Runs with weights to look at: finished, at least one epoch."""
-    return [s for s in summaries if s.status in TRAINED and s.epochs_run > 0]
+    return [s for s in summaries if s.kind == "train" and s.status in TRAINED and s.epochs_run > 0]
 
 
 def trained_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
