@@ -150,6 +150,33 @@ def test_quota_on_queued_jobs_per_workspace(studio_home: Path, color_folders: Pa
     assert JobManager().max_queued_per_workspace is None  # solo: no limits
 
 
+def test_a_group_of_jobs_is_queued_all_or_none(studio_home: Path, color_folders: Path) -> None:
+    manager = JobManager(max_queued_per_workspace=3)
+    ws = manager.workspaces.create("Trio")
+    running = manager.submit(long_job(color_folders), workspace=ws.id)
+    manager.submit(tiny_config(color_folders, seed=1), workspace=ws.id)
+    group = [tiny_config(color_folders, seed=s, group="g1") for s in (2, 3, 4)]
+    with pytest.raises(QuotaExceeded, match="room for 3"):
+        manager.submit_many(group, workspace=ws.id)
+    assert len(manager.jobs(ws.id)) == 2 and len(manager.runs(ws.id).list()) == 2  # nothing half-queued
+    ids = manager.submit_many(group[:2], workspace=ws.id)
+    assert [manager.snapshot(j).group for j in ids] == ["g1", "g1"]
+    assert {r.group for r in manager.runs(ws.id).list()} == {"", "g1"}
+    for job in manager.jobs(ws.id):
+        manager.stop(job.job_id)
+    manager.wait(running, timeout=30)
+
+
+def test_a_job_budget_is_its_own_time_limit_within_the_rooms(studio_home: Path, color_folders: Path) -> None:
+    manager = JobManager(time_limit_s=60.0)
+    job = manager.submit(long_job(color_folders), time_limit_s=2.0)
+    snap = manager.wait(job, timeout=60)
+    assert snap.time_limit_s == 2.0 and snap.stage == "stopped at the time limit"
+    roomy = manager.submit(tiny_config(color_folders), time_limit_s=600.0)
+    assert manager.snapshot(roomy).time_limit_s == 60.0  # the room's limit still applies
+    manager.wait(roomy, timeout=60)
+
+
 def test_double_submit_with_the_same_request_id_is_one_job(studio_home: Path, color_folders: Path) -> None:
     manager = JobManager()
     cfg = long_job(color_folders)

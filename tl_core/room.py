@@ -114,5 +114,7 @@ def room_results(workspaces: WorkspaceStore | None = None) -> pd.DataFrame:
     rows = []
     for ws in workspaces.list():
         for summary in workspaces.runs(ws.id).list():
+            if summary.kind != "train":
+                continue  # an LR range test has no accuracy to compare
             rows.append({"who": ws.name, "workspace": ws.id, **_run_row(summary)})
     return pd.DataFrame(rows, columns=["who", "workspace", *_RUN_COLUMNS])
