@@ -8,12 +8,13 @@ from tl_core.archive import save_files, save_upload
 from tl_core.charts import class_counts
 from tl_core.data import thumbnails
 from tl_core.errors import TLError
+from ui import capture as camera
 
 ui.require_workspace()
 st.title("1. Your data")
 st.caption("One folder per class (cats/, dogs/…), or train/ and val/ folders that each hold class folders.")
 
-choices = ["Built-in sample (digits)", "Upload a zip", "Upload a folder"]
+choices = ["Built-in sample (digits)", "Upload a zip", "Upload a folder", camera.CHOICE]
 if ui.settings().allow_local_paths:
     choices.append("Folder on this computer")
 default = st.session_state.get("data_choice", choices[0])
@@ -48,6 +49,8 @@ try:
             with st.spinner(f"Saving {len(ups)} files…"):
                 folder = save_files([(u.name, u.getvalue()) for u in ups], ui.uploads_dir())
             source, label = str(folder), f"uploaded folder ({len(ups)} files)"
+    elif choice == camera.CHOICE:
+        source, label = camera.capture_source()
     else:
         path = st.text_input(
             "Folder path", placeholder="/home/me/photos", help="A folder on the machine running this app."

@@ -6,15 +6,11 @@ import ui
 from tl_core import ui_text
 from tl_core.charts import training_curves
 from tl_core.errors import TLError
-from tl_core.evaluation import (
-    cell,
-    load_predictions,
-    misclassified,
-    most_confused,
-    per_class_report,
-)
-from tl_core.images import ImageProblem, load_rgb, thumbnail
+from tl_core.evaluation import load_predictions, most_confused, per_class_report
+from tl_core.images import ImageProblem, load_rgb
 from tl_core.inference import predict
+from ui import insights
+from ui.forgetting import forgetting_block
 
 ui.sidebar()
 st.title("5. Results")
@@ -44,9 +40,10 @@ if best["train_acc"] - best["val_acc"] > 0.15:
     )
 st.plotly_chart(training_curves(history), width="stretch")
 
+cell_key = insights.cell_key(run, preds, labels)
 left, right = st.columns([3, 2])
 with left:
-    ui.confusion_block(preds, labels)
+    ui.confusion_block(preds, labels, key=cell_key)
 with right:
     st.subheader("Per class")
     st.dataframe(
@@ -61,33 +58,11 @@ with right:
     if pairs:
         st.markdown("**Most confused:** " + "; ".join(f"{t} → {p} ({n}×)" for t, p, n in pairs))
 
-st.subheader("Look inside the confusion matrix")
-pairs = most_confused(preds, top=len(labels) ** 2)
-default_true, default_pred = (pairs[0][0], pairs[0][1]) if pairs else (labels[0], labels[0])
-a, b = st.columns(2)
-true = a.selectbox("True class", labels, index=labels.index(default_true))
-pred = b.selectbox(
-    "Predicted as",
-    labels,
-    index=labels.index(default_pred),
-    help="Pick the same class as the true one to see correct predictions.",
-)
-hits = cell(preds, true, pred)
-if hits.empty:
-    st.caption(f"No validation image of {true} was predicted as {pred}.")
-else:
-    st.caption(
-        f"{len(hits)} image(s), most confident first. Confident mistakes are often mislabelled images."
-    )
-    cols = st.columns(6)
-    for i, row in hits.head(12).iterrows():
-        with cols[i % 6]:
-            try:
-                st.image(thumbnail(row["path"], 128), caption=f"{row['confidence']:.0%} sure")
-            except ImageProblem:
-                st.caption(f"{row['path']} (image no longer readable)")
-if misclassified(preds).empty:
-    st.success("No validation image is misclassified.")
+insights.cell_browser(run, preds, labels, cell_key)
+insights.gradcam_block(run, preds, labels)
+insights.feature_space_block(run)
+
+forgetting_block(run)
 
 st.subheader("Try it")
 src = st.radio("Image from", ["upload", "camera"], horizontal=True)

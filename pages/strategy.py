@@ -3,7 +3,15 @@
 import streamlit as st
 
 import ui
-from tl_core.advisor import LADDER, SIMILARITY, TASKS, WizardAnswers, apply_recommendation, recommend
+from tl_core.advisor import (
+    LADDER,
+    SIMILARITY,
+    TASKS,
+    WizardAnswers,
+    apply_recommendation,
+    recommend,
+    wizard_defaults,
+)
 from tl_core.charts import ladder
 from tl_core.config import AUGMENT_PRESETS, STRATEGIES
 from tl_core.devices import detect_device
@@ -17,17 +25,29 @@ st.caption(
 ds = ui.require_dataset()
 cfg = ui.config()
 p = ds.profile
-per_class = max(1, round((p.n_train + p.n_val) / len(p.classes)))
+defaults = wizard_defaults(p)
 device = detect_device("auto")
+# Start from this dataset's answers; keep the user's own across page visits (Streamlit drops a
+# widget's state when its page isn't shown), but not across datasets.
+kept = st.session_state.get("wizard_answers", {})
+if kept.get("for") != p.root:
+    kept = {"similarity": defaults.similarity, "task": defaults.task}
+    st.session_state.update(kept)
+for name in ("similarity", "task"):
+    st.session_state.setdefault(name, kept[name])
 
 left, right = st.columns([1, 1])
 with left:
     images = st.number_input(
         "Images per class",
         min_value=1,
-        value=per_class,
+        value=defaults.images_per_class,
         help="Pre-filled from your data. More data lets you safely retrain more layers.",
     )
+    if defaults.guessed:
+        st.info(defaults.note, icon=":material/lightbulb:")
+    else:
+        st.info(f"**Answered for this sample.** {defaults.note}", icon=":material/school:")
     similarity = st.radio(
         "How similar are your images to everyday photos?",
         list(SIMILARITY),
@@ -35,7 +55,8 @@ with left:
         key="similarity",
         help="The backbone learned from everyday photos: the closer yours are, the more of it transfers as is.",
     )
-    task = st.radio("How hard is the task?", list(TASKS), format_func=TASKS.get, index=1, key="task")
+    task = st.radio("How hard is the task?", list(TASKS), format_func=TASKS.get, key="task")
+    st.session_state["wizard_answers"] = {"for": p.root, "similarity": similarity, "task": task}
 with right:
     st.markdown(
         f"**Compute:** {device.label}"
@@ -54,6 +75,7 @@ answers = WizardAnswers(
     task=task,
     has_gpu=device.device == "cuda",
     time_budget_min=budget,
+    tiny_images=defaults.tiny_images,
 )
 rec = recommend(answers)
 
@@ -78,7 +100,7 @@ with st.expander("Override: choose the settings yourself"):
         "Strategy",
         list(STRATEGIES),
         index=list(STRATEGIES).index(cfg.strategy),
-        format_func=lambda s: f"{s}: {STRATEGIES[s]}",
+        format_func=lambda s: f"{s}: {STRATEGIES[s].summary}",
     )
     lr = st.number_input(
         "Head learning rate",
@@ -117,6 +139,6 @@ with st.expander("Override: choose the settings yourself"):
             augment=augment,
             batch_size=int(batch),
             unfreeze=None,
-            weights="none" if strategy == "from-scratch" else "auto",
+            weights="auto" if STRATEGIES[strategy].pretrained else "none",
         )
         st.switch_page(ui.PAGES["backbone"])

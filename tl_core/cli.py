@@ -20,12 +20,18 @@ EXIT_USER_ERROR = 2
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .config import AUGMENT_PRESETS, STRATEGIES
+    from .config import AUGMENT_PRESETS
+    from .strategies import list_strategies
 
     p = sub.add_parser("train", help="train a classifier on a folder, a .zip or a built-in sample")
     p.add_argument("data", help="folder of class folders (or train/ + val/), a .zip, or 'digits'")
     p.add_argument("--backbone", default="efficientnet_lite0", help="see `tl-studio backbones`")
-    p.add_argument("--strategy", default="feature-extraction", choices=list(STRATEGIES))
+    p.add_argument(
+        "--strategy",
+        default="feature-extraction",
+        choices=[s.name for s in list_strategies()],
+        help="how much of the backbone retrains, from least to most; epochs and LR default per strategy",
+    )
     p.add_argument("--epochs", type=int, help="default depends on the strategy")
     p.add_argument("--image-size", type=int, help="input size in px (default: the backbone's)")
     p.add_argument("--batch-size", type=int, default=32)

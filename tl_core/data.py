@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from .archive import DEFAULT_MAX_BYTES, display_name, extract_zip
@@ -30,6 +31,11 @@ SPLIT_NAMES: dict[str, tuple[str, ...]] = {
 JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", "__pycache__"})
 IMBALANCE_RATIO = 3.0
 TINY_CLASS = 10
+SMALL_IMAGE_PX = 64
+"""A shorter side under this is "small", far below the ~224 px photos backbones learned from.
+Also the JPEG draft size when scanning: drafting never goes below it, so sizes stay exact here."""
+GREY_SPREAD = 12
+"""Max channel spread (0-255) of a grey pixel: grey scans saved as colour JPEGs carry a little."""
 
 ProgressFn = Callable[[int, int], None]
 
@@ -56,6 +62,10 @@ class DatasetProfile:
     val_fraction: float | None = None
     seed: int | None = None
     suggested_image_size: int | None = None
+    grey_fraction: float | None = None
+    """Share of usable images that are grey-scale (whatever mode they are stored in)."""
+    small_fraction: float | None = None
+    """Share of usable images whose shorter side is under ``SMALL_IMAGE_PX``."""
 
     def n(self, split: str) -> int:
         return sum(self.counts.get(split, {}).values())
@@ -154,12 +164,29 @@ def _candidate_files(class_dir: Path) -> list[Path]:
     )
 
 
-def _check_file(path: Path) -> str | None:
+@dataclass(frozen=True)
+class _Look:
+    """What the wizard's guess needs from one image; seen while it is decoded anyway."""
+
+    grey: bool
+    small: bool
+
+
+def _look(img: Image.Image) -> _Look:
+    """Grey when at most 1% of 32x32 sampled pixels have colour (JPEG noise leaves a few)."""
+    probe = np.asarray(img.resize((32, 32), Image.Resampling.NEAREST), dtype=np.int16)
+    coloured = np.count_nonzero(probe.max(axis=2) - probe.min(axis=2) > GREY_SPREAD)
+    return _Look(
+        grey=coloured <= probe.shape[0] * probe.shape[1] // 100, small=min(img.size) < SMALL_IMAGE_PX
+    )
+
+
+def _check_file(path: Path) -> str | _Look:
+    """Why ``path`` can't be used, or how it looks."""
     try:
-        load_rgb(path, draft_size=64)
+        return _look(load_rgb(path, draft_size=SMALL_IMAGE_PX))
     except ImageProblem as exc:
         return str(exc)
-    return None
 
 
 def _collect_split(split_dir: Path) -> dict[str, list[Path]]:
@@ -221,11 +248,14 @@ def scan_dataset(
     # Decode every candidate once, in parallel: Pillow releases the GIL while decoding.
     all_files = [f for per in raw.values() for files in per.values() for f in files]
     problems: dict[Path, str] = {}
+    looks: list[_Look] = []
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for path, problem in zip(all_files, pool.map(_check_file, all_files), strict=True):
-            if problem:
-                problems[path] = problem
+        for path, checked in zip(all_files, pool.map(_check_file, all_files), strict=True):
+            if isinstance(checked, str):
+                problems[path] = checked
+            else:
+                looks.append(checked)
             done += 1
             if progress and (done % 25 == 0 or done == len(all_files)):
                 progress(done, len(all_files))
@@ -258,6 +288,8 @@ def scan_dataset(
         val_fraction=val_fraction if layout != "split" or "val" not in raw else None,
         seed=seed,
         suggested_image_size=SAMPLES[str(source)].image_size if kind == "sample" else None,
+        grey_fraction=sum(look.grey for look in looks) / len(looks),
+        small_fraction=sum(look.small for look in looks) / len(looks),
     )
     index = {c: i for i, c in enumerate(classes)}
     items = {s: [(str(f), index[c]) for c in classes for f in per.get(c, [])] for s, per in usable.items()}

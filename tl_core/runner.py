@@ -123,13 +123,22 @@ def _prepare(spec: JobSpec, reporter: _Reporter, run: Run) -> Prepared:
 def _train(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
     """Train, evaluate and save; raises ``TLError`` for problems the user can fix."""
     from .evaluation import predictions_frame, save_predictions
+    from .feature_space import FeatureSnapshots
+    from .forgetting import ForgettingMeter
     from .freezing import layer_groups
     from .paths import cache_root
     from .progress import JobProgress
     from .training import BestWeights, Callback, EarlyStopping, StopOnEvent, TimeLimit, Trainer
 
     cfg, dataset, model, info = prep.cfg, prep.dataset, prep.model, prep.info
-    callbacks: list[Callback] = [StopOnEvent(reporter.stop), BestWeights(), JobProgress(reporter, run)]
+    # ForgettingMeter's on_fit_end must come after BestWeights restored the weights it measures.
+    callbacks: list[Callback] = [
+        StopOnEvent(reporter.stop),
+        BestWeights(),
+        JobProgress(reporter, run),
+        ForgettingMeter(run, info),
+        FeatureSnapshots(run),  # after BestWeights too: "after" is the saved model
+    ]
     if spec.time_limit_s:
         callbacks.insert(1, TimeLimit(spec.time_limit_s))
     if cfg.patience:

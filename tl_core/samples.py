@@ -28,6 +28,12 @@ class SampleSpec:
     image_size: int | None
     """Suggested input size: tiny source images gain nothing from the backbone's full 224 px."""
     writer: Callable[[Path], None]
+    similarity: str
+    """The wizard's domain answer that someone who knows this data gives (``advisor.SIMILARITY``)."""
+    task: str
+    """The wizard's task answer (``advisor.TASKS``)."""
+    answers_why: str
+    """Why those answers: the wizard shows it, so the sample teaches what the answers mean."""
 
 
 def _write_digits(root: Path) -> None:
@@ -51,6 +57,15 @@ SAMPLES: dict[str, SampleSpec] = {
         n_images=1797,
         image_size=128,
         writer=_write_digits,
+        similarity="different",
+        task="standard",
+        answers_why=(
+            "Digits are 8x8 grey scans of handwriting, not photos: the backbone's first layers "
+            "(edges, strokes) still help, but its top layers learned fur, wheels and faces, so more "
+            "of it must adapt. They are still pictures of shapes, unlike spectrograms or charts, "
+            "so 'different' rather than 'not photos at all'. Telling ten digits apart at a glance "
+            "is a standard task."
+        ),
     ),
 }
 

@@ -435,14 +435,38 @@ def pick_run() -> Any | None:
     return Run(chosen)
 
 
-def confusion_block(preds: Any, labels: list[str]) -> None:
-    """The confusion matrix with its one-line reading guide (Results and the Room board)."""
-    from tl_core.charts import confusion_matrix
+def confusion_block(preds: Any, labels: list[str], key: str | None = None) -> None:
+    """The confusion matrix with its one-line reading guide (Results and the Room board).
+
+    With ``key``, a click on a cell chooses it: the cell lives in ``st.session_state`` under
+    ``{key}-true`` and ``{key}-pred``, the keys of the selectboxes that are its fallback
+    (``ui.insights.cell_browser``), so both ways of choosing stay in sync.
+    """
+    from tl_core.charts import confusion_cell, confusion_matrix, selectable_confusion
     from tl_core.evaluation import confusion
 
     st.subheader("Confusion matrix")
-    st.caption("Rows: the true class. Columns: what the model said. The diagonal is right.")
-    st.plotly_chart(confusion_matrix(confusion(preds, labels), labels), width="stretch")
+    guide = "Rows: the true class. Columns: what the model said. The diagonal is right."
+    matrix = confusion(preds, labels)
+    if key is None:
+        st.caption(guide)
+        st.plotly_chart(confusion_matrix(matrix, labels), width="stretch")
+        return
+    st.caption(guide + " Click a cell to see its images below.")
+
+    def clicked() -> None:
+        cell = confusion_cell(st.session_state[f"{key}-click"]["selection"]["points"])
+        if cell:
+            st.session_state[f"{key}-true"], st.session_state[f"{key}-pred"] = cell
+
+    true, pred = st.session_state.get(f"{key}-true"), st.session_state.get(f"{key}-pred")
+    st.plotly_chart(
+        selectable_confusion(matrix, labels, (true, pred) if true and pred else None),
+        key=f"{key}-click",
+        on_select=clicked,
+        selection_mode="points",
+        width="stretch",
+    )
 
 
 @st.cache_resource(show_spinner="Loading the trained model…", max_entries=4)
