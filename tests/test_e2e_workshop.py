@@ -71,6 +71,8 @@ def _start_sample(page) -> None:
     page.get_by_role("button", name="Start with the sample dataset").click()
     page.get_by_text("1797 usable images").wait_for(timeout=120_000)
     page.get_by_role("button", name="Next: choose a strategy →").click()
+    page.get_by_text("Everyday photos: pets").click()  # feature extraction: seconds per student
+    page.get_by_text("Recommended: feature extraction").wait_for(timeout=60_000)
     page.get_by_role("button", name="Accept recommendation").click()
     page.get_by_role("button", name="Next: freeze & train →").click()
     page.get_by_role("button", name="Start training").click()

@@ -210,7 +210,7 @@ class JobManager:
         self._running: dict[str, Job] = {}
         self._last_served: dict[str, int] = {}
         self._turn = 0
-        self._durations: list[tuple[str, float]] = []
+        self._durations: list[tuple[tuple[str, str], float]] = []
         self._devices: set[str] = set()
 
     # -- submitting --------------------------------------------------------------------------
@@ -364,9 +364,9 @@ class JobManager:
 
     # -- estimates ---------------------------------------------------------------------------
     def _expected_s(self, job: Job) -> float | None:
-        """The median length of finished jobs with the same strategy, else of all finished
-        jobs; None before anything has finished."""
-        same = [s for strategy, s in self._durations if strategy == job.config.strategy]
+        """The median length of finished jobs of the same kind and strategy, else of all
+        finished jobs; None before anything has finished."""
+        same = [s for key, s in self._durations if key == (job.kind, job.config.strategy)]
         pool = same or [s for _, s in self._durations]
         if not pool:
             return None
@@ -419,7 +419,8 @@ class JobManager:
                     fields.get("status") == "completed" or fields.get("stage") == STOP_STAGES["time-limit"]
                 )
                 if counts and started:
-                    self._durations = [*self._durations[-49:], (job.config.strategy, time.time() - started)]
+                    key = (job.kind, job.config.strategy)  # a short LR test says little of training
+                    self._durations = [*self._durations[-49:], (key, time.time() - started)]
                 self._dispatch_locked()
                 self._prune_locked()
             job.done.set()
