@@ -25,6 +25,10 @@ pages = {
         st.Page("pages/results.py", title="5. Results", icon=":material/insights:", url_path="results"),
         st.Page("pages/export.py", title="6. Export", icon=":material/download:", url_path="export"),
     ],
+    "Compare": [
+        st.Page("pages/runs.py", title="Runs", icon=":material/table_view:", url_path="runs"),
+        st.Page("pages/lessons.py", title="Lessons", icon=":material/science:", url_path="lessons"),
+    ],
 }
 room = []
 if ui.settings().workshop:

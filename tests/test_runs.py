@@ -77,3 +77,49 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path: Path) -> None:
         write_atomic(run.status_path, 12345)  # type: ignore[arg-type]
     assert json.loads(run.status_path.read_text()) == {"status": "completed"}
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+def test_delete_removes_a_finished_run(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    keep = store.create({"backbone": "resnet18"})
+    gone = store.create({"backbone": "resnet18"})
+    gone.write_status("completed", best_val_acc=0.8, epochs_run=2)
+    keep.write_status("stopped")
+    gone.save_weights({"w": torch.ones(1)})
+    store.delete(gone.id)
+    assert [r.run_id for r in store.list()] == [keep.id]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [keep.id]  # no tombstone left
+    with pytest.raises(TLError, match="No run"):
+        store.get(gone.id)
+    with pytest.raises(TLError, match="No run"):
+        store.delete(gone.id)
+
+
+def test_delete_refuses_an_active_run(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    queued = store.create({})  # a new run is "queued" by this process
+    with pytest.raises(TLError, match="still queued: stop it first"):
+        store.delete(queued.id)
+    queued.write_status("running")
+    with pytest.raises(TLError, match="still running"):
+        store.delete(queued.id)
+    assert store.get(queued.id).dir.is_dir()
+    queued.write_status("stopped")
+    store.delete(queued.id)
+    assert store.list() == []
+
+
+def test_half_deleted_run_never_shows(tmp_path: Path) -> None:
+    """A crash after the rename but before the removal leaves a hidden tombstone: it is not a
+    run, can't be opened, and the next delete sweeps it."""
+    store = RunStore(tmp_path)
+    a, b = store.create({}), store.create({})
+    a.write_status("completed")
+    b.write_status("completed")
+    tomb = tmp_path / f".deleted-{a.id}-abc123"
+    a.dir.rename(tomb)
+    assert [r.run_id for r in store.list()] == [b.id]
+    with pytest.raises(TLError):
+        store.get(tomb.name)
+    store.delete(b.id)
+    assert list(tmp_path.iterdir()) == []

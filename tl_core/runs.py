@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ PROCESS_TOKEN = uuid.uuid4().hex
 """Identifies this process in ``status.json``; a ``running`` status with another token whose
 pid is gone was interrupted (crash, kill, reboot)."""
 ACTIVE = ("queued", "running", "stopping")
+_TOMBSTONE = ".deleted-"
+"""A run being deleted is first renamed to a hidden ``.deleted-*`` folder: listing skips hidden
+names, so a half-removed folder never shows as a run."""
 
 
 @dataclass
@@ -180,7 +184,11 @@ class RunStore:
     def get(self, run_id: str) -> Run:
         try:
             run_dir = (self.root / run_id).resolve()
-            found = run_dir.parent == self.root.resolve() and (run_dir / "config.json").exists()
+            found = (
+                run_dir.parent == self.root.resolve()
+                and not run_dir.name.startswith(".")
+                and (run_dir / "config.json").exists()
+            )
         except (OSError, ValueError):  # a NUL byte, a name too long for the file system
             found = False
         if not found:
@@ -191,5 +199,33 @@ class RunStore:
         """Newest first; folders that aren't runs are ignored."""
         if not self.root.is_dir():
             return []
-        runs = [Run(d).summary() for d in self.root.iterdir() if (d / "config.json").exists()]
+        runs = []
+        for d in self.root.iterdir():
+            if d.name.startswith(".") or not (d / "config.json").exists():
+                continue
+            try:
+                runs.append(Run(d).summary())
+            except FileNotFoundError:  # deleted while we listed
+                continue
         return sorted(runs, key=lambda r: r.created_at, reverse=True)
+
+    def delete(self, run_id: str) -> None:
+        """Remove a finished run for good; a queued or running one must be stopped first.
+
+        The folder is renamed to a hidden tombstone in one step, then removed: a crash midway
+        leaves a hidden folder that the next ``delete`` sweeps, never a half-run in the list.
+        """
+        run = self.get(run_id)
+        status = run.status().get("status")
+        if status in ACTIVE:
+            raise TLError(
+                f"Run {run.id} is still {status}: stop it first (the Stop button where it "
+                "trains), then delete it."
+            )
+        tombstone = self.root / f"{_TOMBSTONE}{run.id}-{secrets.token_hex(3)}"
+        try:
+            os.replace(run.dir, tombstone)
+        except FileNotFoundError as exc:  # deleted by another tab a moment ago
+            raise NotFound(f"No run '{run_id}' here: it was deleted a moment ago.") from exc
+        for leftover in self.root.glob(f"{_TOMBSTONE}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
