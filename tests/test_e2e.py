@@ -1,6 +1,6 @@
 """End to end in a real browser: Debian's Chromium driving `streamlit run app.py`.
 
-Starts on the sample, accepts the wizard's recommendation, trains by feature extraction,
+Starts on the sample, sees the wizard's recommendation for it, trains by feature extraction,
 watches the live chart gain points, refreshes mid-training and re-attaches, reaches Results
 with a confusion matrix, downloads the bundle. Screenshots go to test-artifacts/.
 """
@@ -24,6 +24,18 @@ pytestmark = needs_chromium
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with serve_app(tmp_path_factory.mktemp("e2e-home")) as url:
         yield url
+
+
+def test_a_page_url_as_the_first_request_still_gets_the_apps_navigation(browser, tmp_path: Path) -> None:
+    """A refresh on /export right after a server restart: with a ``pages/`` folder, Streamlit
+    would run that file directly and list raw file names (the instructor page among them)."""
+    with serve_app(tmp_path / "home") as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{url}/export")
+        page.get_by_role("link", name="6. Export").wait_for(timeout=60_000)
+        nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "Lessons" in nav and "instructor" not in nav and "app" not in nav.split()
+        page.close()
 
 
 def test_newcomer_trains_on_the_sample_and_downloads_the_bundle(

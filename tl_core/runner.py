@@ -140,7 +140,7 @@ def _train(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
         FeatureSnapshots(run),  # after BestWeights too: "after" is the saved model
     ]
     if spec.time_limit_s:
-        callbacks.insert(1, TimeLimit(spec.time_limit_s))
+        callbacks.append(TimeLimit(spec.time_limit_s))  # last: its clock starts after the measuring
     if cfg.patience:
         callbacks.insert(1, EarlyStopping(cfg.patience))
     trainer = Trainer(

@@ -130,15 +130,20 @@ class StopOnEvent(Callback):
 
 
 class TimeLimit(Callback):
-    """A shared server's per-job limit: stops like the Stop button once ``seconds`` have passed
-    since the callback was made (the job's start), keeping the best weights so far."""
+    """A budget: stops like the Stop button once ``seconds`` of training have passed, keeping
+    the best weights so far. The clock starts at ``on_fit_start``; put this callback after
+    any that measure the model there (forgetting, feature snapshots), so a 30 s budget buys
+    30 s of training whatever the measuring costs."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
-        self.deadline = time.monotonic() + seconds
+        self.deadline: float | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.deadline = time.monotonic() + self.seconds
 
     def on_batch_end(self, trainer: Trainer) -> None:
-        if time.monotonic() > self.deadline:
+        if self.deadline is not None and time.monotonic() > self.deadline:
             trainer.request_stop("time-limit")
 
     def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:

@@ -26,6 +26,27 @@ from tl_core.paths import studio_home
 from tl_core.settings import StudioSettings
 from tl_core.workspaces import SOLO, WorkspaceStore
 
+
+def _navigation_belongs_to_app() -> None:
+    """Run every page through ``app.py``'s ``st.navigation``.
+
+    With a folder named ``pages/`` beside the entry point, Streamlit starts in its old
+    multipage mode: when the first request after a server start is a page URL (a student's
+    refresh after a restart), it runs that page's file directly: raw file names in the sidebar
+    (the instructor page among them), no wide layout, no workspace in the URL. The first
+    ``st.navigation`` call switches that mode off for the process; this switches it off from
+    whichever script imports the helpers first and reruns through ``app.py``.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        if st.runtime.exists():
+            st.rerun()
+
+
+_navigation_belongs_to_app()
+
 PAGES = {
     "home": "pages/home.py",
     "data": "pages/data.py",
@@ -34,6 +55,8 @@ PAGES = {
     "train": "pages/train.py",
     "results": "pages/results.py",
     "export": "pages/export.py",
+    "runs": "pages/runs.py",
+    "lessons": "pages/lessons.py",
     "room": "pages/room.py",
     "instructor": "pages/instructor.py",
 }
