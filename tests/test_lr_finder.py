@@ -320,6 +320,15 @@ def test_lr_find_job_fine_tunes_groups_at_their_ratios(tmp_path: Path, color_fol
     assert result.curve.ended in ("diverged", "end of range")
 
 
+def test_lr_find_job_ends_at_the_rooms_time_limit(tmp_path: Path, color_folders: Path) -> None:
+    manager = JobManager(tmp_path / "runs", executor="thread", time_limit_s=0.001)
+    cfg = tiny_config(color_folders, strategy="fine-tune-top", unfreeze_top=2)
+    snap = manager.wait(manager.submit(cfg, kind="lr-find"), timeout=120)
+    assert snap.status == "stopped", snap.error
+    result = load_result(snap.run_dir)
+    assert result is None or (result.curve.ended == "stopped" and len(result.curve.lrs) <= 1)
+
+
 class _StopAfter:
     """A job's reporter that presses Stop once the range test has taken ``steps`` steps."""
 

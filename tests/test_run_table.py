@@ -10,6 +10,7 @@ import pytest
 
 from tl_core.run_table import COLUMNS, curve, runs_frame
 from tl_core.runs import Run, RunStore
+from ui.experiments import runs_table_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,12 +155,13 @@ def test_runs_page_compares_and_deletes_after_confirmation(app_home: Path) -> No
     assert any("Tick one or more runs" in i.value for i in at.info)
 
     # Select both: their curves overlay; deleting needs a single run.
-    at = runs_page(**{"runs-table-0": {"selection": {"rows": [0, 1], "columns": []}}})
+    key = runs_table_key(list(table["run"]))
+    at = runs_page(**{key: {"selection": {"rows": [0, 1], "columns": []}}})
     assert len(at.get("plotly_chart")) == 1
     assert any("Tick a single run to delete it" in c.value for c in at.caption)
 
     row = list(table["run"]).index(old.id)
-    at = runs_page(**{"runs-table-0": {"selection": {"rows": [row], "columns": []}}})
+    at = runs_page(**{key: {"selection": {"rows": [row], "columns": []}}})
     delete = next(b for b in at.button if b.label == "Delete run")
     assert delete.disabled  # nothing happens without the confirmation
     assert any(old.id[-6:] in m.value for m in at.markdown)  # the box names the run
@@ -177,7 +179,7 @@ def test_runs_page_refuses_to_delete_an_active_run(app_home: Path) -> None:
     store = WorkspaceStore().runs(SOLO)
     run = finished_run(store)
     run.write_status("running")  # this process's: really active
-    at = runs_page(**{"runs-table-0": {"selection": {"rows": [0], "columns": []}}})
+    at = runs_page(**{runs_table_key([run.id]): {"selection": {"rows": [0], "columns": []}}})
     at.checkbox(key=f"confirm-delete-{run.id}").check().run()
     next(b for b in at.button if b.label == "Delete run").click().run()
     assert any("still running: stop it first" in e.value for e in at.error)

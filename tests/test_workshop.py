@@ -499,3 +499,27 @@ def test_a_stale_ticket_left_by_a_dead_waiter_does_not_block(studio_home: Path) 
         timer.cancel()
         lock.release()
     assert not stale.exists()
+
+
+def test_a_group_larger_than_the_quota_says_so_and_a_failed_group_leaves_nothing(
+    studio_home: Path, color_folders: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = JobManager(max_queued_per_workspace=2)
+    ws = manager.workspaces.create("Solo")
+    trio = [tiny_config(color_folders, seed=s) for s in (1, 2, 3)]
+    with pytest.raises(QuotaExceeded, match="queues 3 runs at once"):
+        manager.submit_many(trio, workspace=ws.id)
+    from tl_core.runs import RunStore
+
+    real_create, calls = RunStore.create, []
+
+    def full_disk(self: RunStore, config: dict, kind: str = "train"):
+        calls.append(config)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_create(self, config, kind)
+
+    monkeypatch.setattr(RunStore, "create", full_disk)
+    with pytest.raises(OSError):
+        manager.submit_many(trio[:2], workspace=ws.id)
+    assert manager.jobs(ws.id) == [] and manager.runs(ws.id).list() == []

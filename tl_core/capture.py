@@ -182,7 +182,16 @@ class CaptureSet:
         src = self._class_dir(old)
         clean = check_class_name(new, [c for c in self.classes() if c != old])
         if clean != old:
-            os.rename(src, self.root / clean)
+            target = self.root / clean
+            try:
+                if target.exists():  # another tab made it meanwhile: never merge into it
+                    raise FileExistsError(target)
+                os.rename(src, target)
+            except OSError as exc:
+                raise DatasetError(
+                    f"Could not rename '{old}' to '{clean}' ({type(exc).__name__}); reload the page "
+                    "and try again."
+                ) from exc
         return clean
 
     def delete_class(self, name: str) -> int:

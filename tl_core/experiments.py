@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import TrainConfig
-from .errors import NotFound
+from .errors import ConfigError, NotFound
 from .fsutil import read_json, write_json_atomic
 from .run_table import Curve
 from .runs import Run, RunStore
@@ -233,6 +233,8 @@ def start(
 ) -> ExperimentRecord:
     """Queue the experiment's runs together (all or none), each with ``budget_s``, and record
     the manifest. A repeated click returns the first click's experiment."""
+    if not budget_s or budget_s <= 0:
+        raise ConfigError("An experiment needs a time budget per run: pick one.")
     group = f"{key}-{secrets.token_hex(4)}"
     runs = [(label, replace(c, group=group)) for label, c in EXPERIMENTS[key].build(cfg)]
     ids = manager.submit_many([c for _, c in runs], workspace, owner, request_id, time_limit_s=budget_s)

@@ -353,6 +353,8 @@ class FeatureSnapshots(Callback):
             self.before = self._measure(trainer, "before", cancellable=True)
 
     def _end(self, trainer: Trainer) -> None:
+        if trainer.stop_reason == "stopped":
+            return  # the user asked to stop: no extra passes after that
         after = self._cached(trainer) if self.fixed else None
         if after is None:
             after = self._measure(trainer, "after", cancellable=False)

@@ -480,6 +480,8 @@ class ForgettingMeter(Callback):
         self.before = self._measure(trainer, "before training", cancellable=True)
 
     def _end(self, trainer: Trainer) -> None:
+        if trainer.stop_reason == "stopped" and not self.untouched:
+            return  # the user asked to stop: no extra passes after that
         if self.untouched:
             save_report(self.run, by_construction())
         elif self.probe is not None and self.before is not None:

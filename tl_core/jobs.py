@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import secrets
+import shutil
 import statistics
 import threading
 import time
@@ -269,10 +270,15 @@ class JobManager:
                 and (j.workspace, j.request_id) == (workspace, request_id)
                 and time.time() - j.peek("submitted_at") < DOUBLE_SUBMIT_S
             ]
-            if same:
-                return [j.id for j in same]
+            if same:  # in submission order, as the first click returned them
+                return [j.id for j in sorted(same, key=lambda j: j.peek("submitted_at"))]
             queued = sum(1 for j in self._queue if j.workspace == workspace)
             quota = self.max_queued_per_workspace
+            if quota is not None and len(resolved) > quota:
+                raise QuotaExceeded(
+                    f"This queues {len(resolved)} runs at once, and this room lets each person have "
+                    f"{quota} waiting: ask the instructor to raise TL_STUDIO_MAX_QUEUED."
+                )
             if quota is not None and queued + len(resolved) > quota:
                 raise QuotaExceeded(
                     f"You already have {queued} job(s) waiting; this needs room for "
@@ -282,9 +288,17 @@ class JobManager:
                     else f"You already have {queued} job(s) waiting, the most this room allows. Stop "
                     "one of them, or start this once one of them is running."
                 )
+            store = self.workspaces.runs(workspace)
+            runs: list[Run] = []
+            try:  # every run folder first, so a full disk queues nothing
+                for cfg in resolved:
+                    runs.append(store.create(cfg.to_dict(), kind=kind))
+            except BaseException:
+                for made in runs:
+                    shutil.rmtree(made.dir, ignore_errors=True)
+                raise
             ids = []
-            for cfg, device_key in zip(resolved, device_keys, strict=True):
-                run = self.workspaces.runs(workspace).create(cfg.to_dict(), kind=kind)
+            for cfg, device_key, run in zip(resolved, device_keys, runs, strict=True):
                 job = Job(
                     secrets.token_urlsafe(16),
                     cfg,

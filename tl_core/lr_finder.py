@@ -375,7 +375,7 @@ class _Report:
         self.reporter.update(progress=p, eta_s=eta, **fields)
 
 
-def run_lr_finder(prep: Prepared, reporter: Any, run: Run) -> LRFindResult:
+def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float | None = None) -> LRFindResult:
     """The job kind ``lr-find``: a range test on the job's config and trainable groups, saved to
     the run folder. Feature extraction tests the head on cached pooled features (seconds);
     other strategies test the whole model, each trainable group at its ratio of the head LR."""
@@ -397,11 +397,20 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run) -> LRFindResult:
     cached = cfg.uses_feature_cache
     report = _Report(reporter, n_batches + steps * _HEAD_BATCH_COST if cached else steps)
 
+    # The room's time limit applies as to training: past it, the test ends like a Stop.
+    deadline = time.monotonic() + time_limit_s if time_limit_s else math.inf
+    stop = threading.Event()
+
+    def should_stop() -> bool:
+        if reporter.stop.is_set() or time.monotonic() > deadline:
+            stop.set()
+        return stop.is_set()
+
     class Progress(Callback):
         def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
             # Loaded from the cache, features count as all their batches done.
             report.at(trainer.units_done, done == total, stage=stage, stage_done=done, stage_total=total)
-            if reporter.stop.is_set():
+            if should_stop():
                 trainer.request_stop("stopped")
 
     trainer = Trainer(
@@ -451,6 +460,7 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run) -> LRFindResult:
     def on_step(done: int, total: int) -> None:
         units = n_batches + done * _HEAD_BATCH_COST if cached else done
         report.at(units, done == 1, stage=STAGE, stage_done=done, stage_total=total)
+        should_stop()  # checked before the next batch
 
     if trainer.should_stop:  # stopped while caching features
         curve = Curve(ended="stopped")
@@ -460,7 +470,7 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run) -> LRFindResult:
             curve = range_test(
                 optimizer_step(optimizer, batches, loss_of, scaler),
                 lr_schedule(steps),
-                stop=reporter.stop,
+                stop=stop,
                 on_step=on_step,
             )
         except torch.cuda.OutOfMemoryError as exc:

@@ -171,7 +171,7 @@ def _train(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
 def _lr_find(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
     from .lr_finder import run_lr_finder
 
-    return run_lr_finder(prep, reporter, run)
+    return run_lr_finder(prep, reporter, run, time_limit_s=spec.time_limit_s)
 
 
 _KINDS = {"train": _train, "lr-find": _lr_find}

@@ -6,6 +6,7 @@ curves and the verdict are read back from the job manager and the run folders on
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pandas as pd
@@ -177,16 +178,25 @@ def compare(summaries: list[Any], x: str) -> None:
     st.plotly_chart(overlay_curves(curves, x=x), width="stretch", key="runs-curves")
 
 
+def runs_table_key(run_ids: list[str], version: int = 0) -> str:
+    """The table's widget key, new whenever the listed runs change: Streamlit keeps ticked row
+    *positions*, so a run added or deleted elsewhere would move the ticks onto other runs."""
+    listed = hashlib.sha1("\n".join(run_ids).encode()).hexdigest()[:10]
+    return f"runs-table-{version}-{listed}"
+
+
 def runs_table(frame: pd.DataFrame) -> list[int]:
     """The sortable table with row selection; returns the selected row positions."""
     version = st.session_state.setdefault("runs-version", 0)
+    # Streamlit keeps ticked row *positions*: a new or deleted run must give a fresh table, or
+    # the ticks would move onto other runs.
     event = st.dataframe(
         frame,
         hide_index=True,
         width="stretch",
         on_select="rerun",
         selection_mode="multi-row",
-        key=f"runs-table-{version}",
+        key=runs_table_key(list(frame["run"]), version),
         column_order=[c for c in frame.columns if c != "run"] + ["run"],
         column_config={
             "started": st.column_config.DatetimeColumn(format="D MMM HH:mm"),
