@@ -171,3 +171,40 @@ def test_waits_are_estimated_over_every_slot_of_the_pool() -> None:
     only_1 = lambda job: ["cuda:1"]  # noqa: E731
     assert pooled_waits(["x", "y"], slots, only_1, lambda j: 60.0) == [30.0, 90.0]
     assert pooled_waits(["x"], [("cuda:0", None), ("cuda:1", 5.0)], anywhere, lambda j: 1.0) == [None]
+
+
+def test_worker_processes_get_every_gpu_and_threads_the_first(
+    studio_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert JobManager(executor="process").devices == TWO_GPUS  # starts no worker yet
+    assert JobManager(executor="thread").devices == ["cuda:0"]  # "cuda" in this process
+    with pytest.raises(ConfigError, match="executor='process'"):
+        JobManager(executor="thread", devices=TWO_GPUS)
+
+
+def test_a_job_placed_on_a_gpu_trains_on_cuda_in_its_worker(
+    studio_home: Path, color_folders: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its worker sees only that card, as ``cuda``, whatever the config named."""
+    import threading
+
+    import tl_core.devices
+    from tl_core.runner import JobSpec, _prepare, _Reporter
+
+    asked: list[str] = []
+
+    def fake_detect(requested: str = "auto") -> tl_core.devices.DeviceSetup:
+        asked.append(requested)
+        return tl_core.devices.DeviceSetup("cpu", None, channels_last=False, pin_memory=False)
+
+    monkeypatch.setattr(tl_core.devices, "detect_device", fake_detect)
+    config = tiny_config(color_folders, device="cuda:1").resolved().to_dict()
+    for device in ("cuda:1", "cpu"):
+        run = JobManager(executor=PlacingExecutor(), devices=["cpu"]).runs().create(config)
+        spec = JobSpec(job_id="j", config=config, run_dir=str(run.dir), device=device)
+        _prepare(spec, _Reporter(lambda event: None, threading.Event()), run)
+    assert asked == ["cuda", "cuda:1"]  # a CPU placement leaves the config alone

@@ -216,6 +216,15 @@ class JobManager:
         self._turn = 0
         self._durations: list[tuple[tuple[str, str], float]] = []
         self._pool: list[str] | None = list(devices) if devices else None
+        if devices and isinstance(self.executor, ThreadExecutor):
+            own = _default_pool(self.executor)
+            if any(d.startswith("cuda:") and d not in own for d in devices):
+                from .errors import ConfigError
+
+                raise ConfigError(
+                    f"In-process jobs train on this process's first GPU ({', '.join(own)}); for "
+                    f"{', '.join(devices)} use executor='process', or CUDA_VISIBLE_DEVICES."
+                )
 
     @property
     def devices(self) -> list[str]:
