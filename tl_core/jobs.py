@@ -216,6 +216,7 @@ class JobManager:
         self._turn = 0
         self._durations: list[tuple[tuple[str, str], float]] = []
         self._pool: list[str] | None = list(devices) if devices else None
+        self._published: set[str] = set()
         if devices and isinstance(self.executor, ThreadExecutor):
             own = _default_pool(self.executor)
             if any(d.startswith("cuda:") and d not in own for d in devices):
@@ -384,8 +385,9 @@ class JobManager:
         for pos, (job, wait) in enumerate(zip(waiting, waits, strict=True), start=1):
             starts_at = None if wait is None else time.time() + wait
             job.update(queue_position=pos, wait_s=wait, starts_at=starts_at)
-        for device in devices:
-            load = busy[device] + sum(1 for j in waiting if device in self._candidates(j))
+        self._published |= set(busy)  # a device that falls idle must publish its 0 too
+        for device in sorted(self._published):
+            load = busy.get(device, 0) + sum(1 for j in waiting if device in self._candidates(j))
             self._publish(device, load)
 
     def _start_locked(self, job: Job, device: str) -> None:
