@@ -367,7 +367,7 @@ def test_worker_process_reports_progress_and_stops(studio_home: Path, color_fold
     manager = JobManager(executor="process")
     try:
         job = manager.submit(long_job(color_folders))
-        wait_for(lambda: manager.snapshot(job).epoch >= 2)
+        wait_for(lambda: len(manager.snapshot(job).history) >= 2)  # epochs ended, not begun
         snap = manager.stop(job)
         assert snap.status == "stopping"
         snap = manager.wait(job, timeout=30)

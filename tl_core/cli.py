@@ -76,6 +76,10 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one server for a room: private workspaces, a fair queue, limits (TL_STUDIO_WORKSHOP=1)",
     )
+    p.add_argument(
+        "--devices",
+        help="GPUs to train on, e.g. 0,2 (default: every visible GPU; TL_STUDIO_DEVICES)",
+    )
     return parser
 
 
@@ -302,6 +306,11 @@ def _app(args: argparse.Namespace) -> int:
         )
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), *args.streamlit_args]
     env = os.environ | ({"TL_STUDIO_WORKSHOP": "1"} if args.workshop else {})
+    if args.devices:
+        from .devices import visible_devices
+
+        visible_devices(args.devices)  # a typo fails here, not after the server started
+        env["TL_STUDIO_DEVICES"] = args.devices
     # Become the server (no child left behind when a supervisor stops this process).
     os.chdir(app.parent)
     os.execve(sys.executable, cmd, env)

@@ -108,6 +108,16 @@ def death_message(returncode: int | None) -> str:
     return f"The training process ended unexpectedly (exit code {returncode}). Start the job again."
 
 
+def worker_env(device: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of ``device``'s worker: a GPU worker sees only its own card
+    (``CUDA_VISIBLE_DEVICES``), so training code keeps saying ``cuda`` and can't touch the
+    other students' GPUs."""
+    env = dict(os.environ if base is None else base)
+    if device.startswith("cuda:"):
+        env["CUDA_VISIBLE_DEVICES"] = device.removeprefix("cuda:")
+    return env
+
+
 class _Worker:
     """One worker process and the socket to it; restarted by ``ProcessExecutor`` after a death."""
 
@@ -134,6 +144,7 @@ class _Worker:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=Path(__file__).resolve().parent.parent,
+                    env=worker_env(device),
                 )
         except BaseException:
             parent.close()

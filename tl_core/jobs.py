@@ -1,4 +1,5 @@
-"""Training jobs: a ``JobManager`` with a fair queue per device, executors that run the jobs.
+"""Training jobs: a ``JobManager`` with one fair queue over a pool of devices (every GPU of the
+machine, or the CPU), executors that run the jobs.
 
 Jobs belong to the server, not to a browser tab: whoever knows a job id *and* its workspace
 can watch or stop it, so a refresh re-attaches and other students see "not found". The
@@ -23,7 +24,7 @@ from typing import Any
 from .config import TrainConfig
 from .errors import NotFound, QuotaExceeded
 from .executors import Executor, ProcessExecutor, ThreadExecutor
-from .queueing import expected_waits, service_order
+from .queueing import pooled_waits, service_order
 from .runner import STOP_STAGES, JobSpec
 from .runs import Run, RunStore
 from .settings import StudioSettings
@@ -100,7 +101,7 @@ class Job:
         job_id: str,
         config: TrainConfig,
         run: Run,
-        device_key: str,
+        wants: str | None,
         workspace: str,
         owner: str,
         request_id: str | None = None,
@@ -111,7 +112,10 @@ class Job:
         self.kind = kind
         self.config = config
         self.run = run
-        self.device_key = device_key
+        self.wants = wants
+        """The one device this job must run on; None: any device of the manager's pool."""
+        self.device_key = wants or ""
+        """Where it runs, once started (a physical device: ``cuda:1``, ``cpu``)."""
         self.workspace = workspace
         self.request_id = request_id
         self.done = threading.Event()
@@ -127,7 +131,7 @@ class Job:
             strategy=config.strategy,
             kind=kind,
             group=config.group,
-            device=device_key,
+            device=wants or "",
             time_limit_s=time_limit_s,
         )
 
@@ -159,16 +163,13 @@ class Job:
             return getattr(self._status, name)
 
 
-def _device_key(requested: str) -> str:
-    """The device a job will use, without creating a CUDA context in this (the app's) process:
-    only the worker that trains should hold GPU memory."""
-    import torch
+def _default_pool(executor: Executor) -> list[str]:
+    """Worker processes get every visible GPU; in-process threads share this process's one
+    CUDA device (the first visible GPU, named by its physical id so the device lock matches)."""
+    from .devices import visible_devices
 
-    if requested in ("auto", "cuda") and torch.cuda.is_available():
-        return "cuda"
-    from .devices import detect_device
-
-    return detect_device(requested).device
+    pool = visible_devices()
+    return pool if isinstance(executor, ProcessExecutor) else pool[:1]
 
 
 class JobManager:
@@ -181,6 +182,8 @@ class JobManager:
         max_queued_per_workspace: queued jobs one workspace may have; None is no limit.
         time_limit_s: each job stops (keeping its best weights) after this long.
         max_finished_jobs: finished jobs remembered in memory; their runs stay on disk.
+        devices: the pool that ``auto``/``cuda`` jobs are placed on (``visible_devices()``);
+            default: every visible GPU for worker processes, else one device.
     """
 
     def __init__(
@@ -193,6 +196,7 @@ class JobManager:
         max_queued_per_workspace: int | None = None,
         time_limit_s: float | None = None,
         max_finished_jobs: int = 500,
+        devices: list[str] | None = None,
     ):
         self.workspaces = workspaces or WorkspaceStore()
         if runs_dir is not None:
@@ -212,7 +216,49 @@ class JobManager:
         self._last_served: dict[str, int] = {}
         self._turn = 0
         self._durations: list[tuple[tuple[str, str], float]] = []
-        self._devices: set[str] = set()
+        self._pool: list[str] | None = list(devices) if devices else None
+        self._published: set[str] = set()
+        if devices and isinstance(self.executor, ThreadExecutor):
+            own = _default_pool(self.executor)
+            if any(d.startswith("cuda:") and d not in own for d in devices):
+                from .errors import ConfigError
+
+                raise ConfigError(
+                    f"In-process jobs train on this process's first GPU ({', '.join(own)}); for "
+                    f"{', '.join(devices)} use executor='process', or CUDA_VISIBLE_DEVICES."
+                )
+
+    @property
+    def devices(self) -> list[str]:
+        """The pool; looked up on first use so that creating a manager imports no torch."""
+        if self._pool is None:
+            self._pool = _default_pool(self.executor)
+        return self._pool
+
+    def _wants(self, requested: str) -> str | None:
+        """The device a job asking for ``requested`` must run on; None for any of the pool."""
+        pool = self.devices
+        gpus = [d for d in pool if d.startswith("cuda:")]
+        if requested == "auto" or (requested == "cuda" and gpus):
+            return None
+        if requested in pool:
+            return requested
+        if requested.startswith("cuda"):
+            from .errors import ConfigError
+
+            if not gpus:
+                raise ConfigError(
+                    f"{requested} was requested but this server trains on {', '.join(pool)}; "
+                    "use --device auto or cpu."
+                )
+            raise ConfigError(
+                f"{requested} is not among the GPUs jobs run on here ({', '.join(gpus)}); pick one "
+                "of them, or auto for the first free one. The command line and notebooks train on "
+                "one GPU: choose it with CUDA_VISIBLE_DEVICES=<n>."
+            )
+        from .devices import detect_device
+
+        return detect_device(requested).device
 
     # -- submitting --------------------------------------------------------------------------
     def submit(
@@ -261,7 +307,7 @@ class JobManager:
         ws = self.workspaces.get(workspace)
         limits = [t for t in (time_limit_s, self.time_limit_s) if t]
         limit = min(limits) if limits else None
-        device_keys = [_device_key(cfg.device) for cfg in resolved]
+        wants = [self._wants(cfg.device) for cfg in resolved]
         with self._lock:
             same = [
                 j
@@ -298,12 +344,12 @@ class JobManager:
                     shutil.rmtree(made.dir, ignore_errors=True)
                 raise
             ids = []
-            for cfg, device_key, run in zip(resolved, device_keys, runs, strict=True):
+            for cfg, want, run in zip(resolved, wants, runs, strict=True):
                 job = Job(
                     secrets.token_urlsafe(16),
                     cfg,
                     run,
-                    device_key,
+                    want,
                     workspace,
                     owner or ws.name,
                     request_id=request_id,
@@ -312,40 +358,55 @@ class JobManager:
                 )
                 self._jobs[job.id] = job
                 self._queue.append(job)
-                self._devices.add(job.device_key)
                 ids.append(job.id)
             self._dispatch_locked()
         return ids
 
-    def _dispatch_locked(self) -> None:
-        for device in sorted(self._devices):
-            waiting = [j for j in self._queue if j.device_key == device]
-            busy = [j for j in self._running.values() if j.device_key == device]
-            order = service_order(waiting, lambda j: j.workspace, self._last_served)
-            while order and len(busy) < self.max_per_device:
-                job = order.pop(0)
-                try:
-                    self._start_locked(job)
-                except Exception as exc:  # disk full, executor shut down: fail this job, not the queue
-                    self._running.pop(job.id, None)
-                    job.update(
-                        status="failed",
-                        stage="failed",
-                        error=f"Could not start: {exc}",
-                        finished_at=time.time(),
-                    )
-                    job.done.set()
-                    continue
-                busy.append(job)
-            left = self._running_left_s(busy)
-            waits = expected_waits(order, left, self._expected_s)
-            for pos, (job, wait) in enumerate(zip(order, waits, strict=True), start=1):
-                starts_at = None if wait is None else time.time() + wait
-                job.update(queue_position=pos, wait_s=wait, starts_at=starts_at)
-            self._publish(device, len(busy) + len(order))
+    def _candidates(self, job: Job) -> list[str]:
+        return [job.wants] if job.wants else self.devices
 
-    def _start_locked(self, job: Job) -> None:
+    def _dispatch_locked(self) -> None:
+        """One fair order over the whole queue (round-robin across workspaces); each job in
+        turn goes to the least busy free device it may use. A job whose device is busy is
+        skipped, not in the way: the next one may fit another device."""
+        order = service_order(self._queue, lambda j: j.workspace, self._last_served)
+        devices = list(dict.fromkeys([*self.devices, *(j.wants for j in order if j.wants)]))
+        busy = {d: 0 for d in devices}
+        for job in self._running.values():
+            busy[job.device_key] = busy.get(job.device_key, 0) + 1
+        waiting = []
+        for job in order:
+            free = [d for d in self._candidates(job) if busy[d] < self.max_per_device]
+            if not free:
+                waiting.append(job)
+                continue
+            device = min(free, key=lambda d: busy[d])
+            try:
+                self._start_locked(job, device)
+            except Exception as exc:  # disk full, executor shut down: fail this job, not the queue
+                self._running.pop(job.id, None)
+                job.update(
+                    status="failed",
+                    stage="failed",
+                    error=f"Could not start: {exc}",
+                    finished_at=time.time(),
+                )
+                job.done.set()
+                continue
+            busy[device] += 1
+        slots = self._slots_left_s(devices)
+        waits = pooled_waits(waiting, slots, self._candidates, self._expected_s)
+        for pos, (job, wait) in enumerate(zip(waiting, waits, strict=True), start=1):
+            starts_at = None if wait is None else time.time() + wait
+            job.update(queue_position=pos, wait_s=wait, starts_at=starts_at)
+        self._published |= set(busy)  # a device that falls idle must publish its 0 too
+        for device in sorted(self._published):
+            load = busy.get(device, 0) + sum(1 for j in waiting if device in self._candidates(j))
+            self._publish(device, load)
+
+    def _start_locked(self, job: Job, device: str) -> None:
         self._queue.remove(job)
+        job.device_key = device
         self._running[job.id] = job
         self._turn += 1
         self._last_served[job.workspace] = self._turn
@@ -357,13 +418,14 @@ class JobManager:
             starts_at=None,
             started_at=now,
             stage="starting",
+            device=device,
         )
-        job.run.write_status("running", started_at=now)
+        job.run.write_status("running", started_at=now, device=device)
         spec = JobSpec(
             job_id=job.id,
             config=job.config.to_dict(),
             run_dir=str(job.run.dir),
-            device=job.device_key,
+            device=device,
             time_limit_s=job.peek("time_limit_s"),
             kind=job.kind,
         )
@@ -386,18 +448,22 @@ class JobManager:
             return None
         return min(statistics.median(pool), self.time_limit_s or float("inf"))
 
-    def _running_left_s(self, running: list[Job]) -> float | None:
-        if not running:
-            return 0.0
-        lefts = []
-        for job in running:
-            eta = job.peek("eta_s")
-            if eta is None:
-                expected = self._expected_s(job)
-                started = job.peek("started_at") or time.time()
-                eta = None if expected is None else max(expected - (time.time() - started), 0.0)
-            lefts.append(eta)
-        return None if None in lefts else min(lefts)
+    def _left_s(self, job: Job) -> float | None:
+        eta = job.peek("eta_s")
+        if eta is None:
+            expected = self._expected_s(job)
+            started = job.peek("started_at") or time.time()
+            eta = None if expected is None else max(expected - (time.time() - started), 0.0)
+        return eta
+
+    def _slots_left_s(self, devices: list[str]) -> list[tuple[str, float | None]]:
+        """Every place a job can run (``max_per_device`` per device) and when it frees up."""
+        slots: list[tuple[str, float | None]] = []
+        for device in devices:
+            lefts = [self._left_s(j) for j in self._running.values() if j.device_key == device]
+            slots += [(device, left) for left in lefts[: self.max_per_device]]
+            slots += [(device, 0.0)] * max(self.max_per_device - len(lefts), 0)
+        return slots
 
     # -- events from the executor ------------------------------------------------------------
     def _on_event(self, job_id: str, event: dict[str, Any]) -> None:
@@ -501,14 +567,19 @@ class JobManager:
 
 
 def create_app_manager(settings: StudioSettings) -> JobManager:
-    """The app's manager: jobs in worker processes, the room's limits, the worker started now
-    so that the first student's job doesn't wait for torch to import."""
+    """The app's manager: jobs in worker processes (one per device of ``settings.devices``),
+    the room's limits, the workers started now so that the first students' jobs don't wait for
+    torch to import."""
+    from .devices import visible_devices
+
     manager = JobManager(
         executor="process",
+        devices=visible_devices(settings.devices),
         max_queued_per_workspace=settings.max_queued_per_workspace,
         time_limit_s=settings.job_time_limit_s,
     )
-    manager.executor.warm(_device_key("auto"), manager._on_event)
+    for device in manager.devices:
+        manager.executor.warm(device, manager._on_event)
     return manager
 
 

@@ -51,3 +51,28 @@ def expected_waits(
             length = duration_s(job)
             total = None if length is None else total + length
     return waits
+
+
+def pooled_waits(
+    order: Sequence[T],
+    slots: Sequence[tuple[str, float | None]],
+    candidates: Callable[[T], Sequence[str]],
+    duration_s: Callable[[T], float | None],
+) -> list[float | None]:
+    """``expected_waits`` for several devices: ``slots`` are (device, seconds until free), and
+    each job in ``order`` takes the first slot to free up among its ``candidates`` devices (as
+    the dispatcher will). ``None`` where a slot it may take has no estimate."""
+    free = [[device, left] for device, left in slots]
+    waits: list[float | None] = []
+    for job in order:
+        mine = [s for s in free if s[0] in candidates(job)]
+        if not mine:
+            waits.append(None)
+            continue
+        known = [s for s in mine if s[1] is not None]
+        slot = min(known, key=lambda s: s[1]) if known else mine[0]
+        wait = slot[1] if len(known) == len(mine) else None
+        waits.append(wait)
+        length = duration_s(job)
+        slot[1] = None if wait is None or length is None else wait + length
+    return waits

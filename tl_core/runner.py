@@ -109,7 +109,8 @@ def _prepare(spec: JobSpec, reporter: _Reporter, run: Run) -> Prepared:
         catalog_only=cfg.catalog_only,
         **cfg.model_kwargs,
     )
-    device = detect_device(cfg.device)
+    # A GPU job's worker sees only the card it was placed on, as "cuda".
+    device = detect_device("cuda" if spec.device.startswith("cuda:") else cfg.device)
     reporter.update(device=device.label)
     run.write_json("config.json", cfg.to_dict())
     run.write_json("labels.json", dataset.classes)

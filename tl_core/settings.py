@@ -59,12 +59,14 @@ class StudioSettings:
     job_time_limit_s: float | None = None
     upload_ttl_s: float | None = UPLOAD_TTL_S
     allow_local_paths: bool = True
+    devices: str | None = None
+    """Which GPUs the app trains on (``0,2``; checked by ``devices.visible_devices``); None: all."""
 
     @classmethod
     def from_env(cls, workshop: bool | None = None) -> StudioSettings:
         """``TL_STUDIO_WORKSHOP``, ``TL_STUDIO_ROOM_CODE``, ``TL_STUDIO_INSTRUCTOR_TOKEN``,
-        ``TL_STUDIO_MAX_QUEUED``, ``TL_STUDIO_JOB_TIME_LIMIT_MIN``, ``TL_STUDIO_UPLOAD_TTL_HOURS``
-        and ``TL_STUDIO_ALLOW_PATHS``."""
+        ``TL_STUDIO_MAX_QUEUED``, ``TL_STUDIO_JOB_TIME_LIMIT_MIN``, ``TL_STUDIO_UPLOAD_TTL_HOURS``,
+        ``TL_STUDIO_ALLOW_PATHS`` and ``TL_STUDIO_DEVICES``."""
         room = _flag("TL_STUDIO_WORKSHOP", False) if workshop is None else workshop
         max_queued = _number("TL_STUDIO_MAX_QUEUED", WORKSHOP_MAX_QUEUED if room else None)
         return cls(
@@ -78,6 +80,7 @@ class StudioSettings:
             upload_ttl_s=_number("TL_STUDIO_UPLOAD_TTL_HOURS", UPLOAD_TTL_S, scale=3600.0),
             # Students must not browse the server's disk; alone, your own folders are the point.
             allow_local_paths=_flag("TL_STUDIO_ALLOW_PATHS", not room),
+            devices=os.environ.get("TL_STUDIO_DEVICES", "").strip() or None,
         )
 
     def check_instructor(self, token: str) -> bool:

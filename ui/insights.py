@@ -231,7 +231,7 @@ def feature_space_block(run: Any) -> None:
                     "still be apart."
                 )
             selected += selected_paths(event.selection.points if event else [])
-    known = {path for _, frame in pictures for path in frame["path"]}
+    known = {path for picture in pictures for path in picture[1]["path"]}
     selected = [p for p in selected if p in known]  # the browser's selection names only these
     selected = list(dict.fromkeys(selected))
     if not selected:
