@@ -13,7 +13,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import needs_chromium, serve_app, tiny_config
+from conftest import needs_chromium, serve_app, tiny_config, wait_for
 from tl_core.charts import confusion_cell, feature_scatter, selectable_confusion, selected_paths
 from tl_core.evaluation import load_predictions
 from tl_core.runner import JobSpec, run_job
@@ -231,7 +231,7 @@ def test_clicking_a_cell_chooses_it(color_folders: Path, studio_home: Path, brow
         settled(page)
         # The chosen cell is framed, and its images are listed below.
         frame = page.locator(f".st-key-{key}-click .shapelayer path")
-        assert frame.count() == 1
+        wait_for(lambda: frame.count() == 1, timeout=15)  # plotly may briefly draw old and new
         assert page.get_by_text("image(s), most confident first").count() == 1
         shot = ROOT / "test-artifacts" / "screenshots" / "results-cell-click.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
