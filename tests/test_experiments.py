@@ -236,6 +236,29 @@ def test_real_pretraining_experiment_through_the_job_manager(studio_home: Path, 
     manager.shutdown()
 
 
+def test_stopping_an_experiment_stops_all_its_runs_and_a_deleted_run_means_no_verdict(
+    studio_home: Path, tmp_path: Path
+) -> None:
+    from conftest import make_class_folders
+    from tl_core.jobs import JobManager
+
+    data = make_class_folders(tmp_path / "colors", {"red": 6, "blue": 6})
+    manager = JobManager(executor="thread")
+    cfg = tiny_config(data, data_label="colors")
+    record = experiments.start(manager, "solo", "pretraining", cfg, budget_s=120.0)
+    other = manager.submit(tiny_config(data, seed=5))  # not in the experiment: keeps going
+    assert manager.stop_group(record.group, "solo") == 3
+    for snap in [s for s in manager.jobs("solo") if s.group == record.group]:
+        assert manager.wait(snap.job_id, timeout=60).status == "stopped"
+    assert manager.wait(other, timeout=120).status == "completed"
+
+    store = manager.runs("solo")
+    store.delete(record.runs[2]["run_id"])
+    view = experiments.collect(store, record)
+    assert view.deleted == [FROM_SCRATCH] and len(view.runs) == 2
+    assert view.verdict() is not None and "No verdict" in view.verdict()
+
+
 def test_unknown_or_hostile_experiment_ids_are_not_found(tmp_path: Path) -> None:
     from tl_core.runs import RunStore
 

@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -313,6 +313,8 @@ class ExperimentView:
     record: ExperimentRecord
     runs: list[ExperimentRun]
     n_classes: int
+    deleted: list[str] = field(default_factory=list)
+    """Labels of runs deleted since (from the Runs page): the comparison is no longer whole."""
 
     @property
     def experiment(self) -> Experiment:
@@ -329,6 +331,11 @@ class ExperimentView:
         """The verdict once every run has finished; None before (numbers still moving)."""
         if not self.finished or not self.runs:
             return None
+        if self.deleted:
+            return (
+                f"No verdict: the {' and '.join(self.deleted)} run(s) of this experiment were "
+                "deleted, so it no longer compares like with like. Run it again to compare."
+            )
         return self.experiment.verdict(self.runs, self.record.budget_s, self.n_classes)
 
 
@@ -338,12 +345,13 @@ def collect(
     """The experiment's runs: from ``live`` job snapshots (by run id) while the manager knows
     them, else from their folders (after a restart). Deleted runs are left out."""
     live = live or {}
-    runs, n_classes = [], 0
+    runs, n_classes, deleted = [], 0, []
     reads_forgetting = EXPERIMENTS[record.experiment].reads_forgetting
     for ref in record.runs:
         try:
             folder = store.get(ref["run_id"])
         except NotFound:
+            deleted.append(ref["label"])
             continue
         snap = live.get(ref["run_id"])
         run = _from_snapshot(ref["label"], snap) if snap else _from_folder(ref["label"], folder)
@@ -352,7 +360,7 @@ def collect(
             run.kept, run.kept_detail = _forgetting(folder)
         n_classes = n_classes or len(folder.read_json("labels.json", []) or [])
         runs.append(run)
-    return ExperimentView(record, runs, n_classes)
+    return ExperimentView(record, runs, n_classes, deleted)
 
 
 def status_line(r: ExperimentRun, now: float | None = None) -> str:

@@ -539,6 +539,21 @@ class JobManager:
                 self.executor.stop(job.id)
         return job.snapshot()
 
+    def stop_group(self, group: str, workspace: str | None = None) -> int:
+        """Stop every job of an experiment at once: its queued jobs leave the queue before any
+        running one is signalled, so a run ending meanwhile can't start the next. Returns how
+        many jobs were asked to stop."""
+        with self._lock:
+            jobs = [
+                j
+                for j in self._queue + list(self._running.values())
+                if j.config.group == group and (workspace is None or j.workspace == workspace)
+            ]
+        queued = [j for j in jobs if j.peek("status") == "queued"]
+        for job in queued + [j for j in jobs if j not in queued]:
+            self.stop(job.id, workspace)
+        return len(jobs)
+
     def wait(self, job_id: str, timeout: float | None = None, workspace: str | None = None) -> JobStatus:
         self._job(job_id, workspace).done.wait(timeout)
         return self.snapshot(job_id, workspace)

@@ -111,13 +111,7 @@ def _chart(view: experiments.ExperimentView, x: str) -> Any:
 
 
 def _stop(workspace: str, group: str) -> None:
-    manager = ui.job_manager()
-    for snap in manager.jobs(workspace):
-        if snap.group == group and not snap.finished:
-            try:
-                manager.stop(snap.job_id, workspace=workspace)
-            except NotFound:
-                continue
+    ui.job_manager().stop_group(group, workspace)
 
 
 def watch(workspace: str, record: Any) -> None:
