@@ -12,7 +12,6 @@ features is all it takes.
 from __future__ import annotations
 
 import json
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import pandas as pd
 
 from .fsutil import write_atomic
 from .runs import Run
-from .training import Callback, Trainer, TrainResult
+from .training import MeasuringCallback, Trainer
 
 FEATURES_FILE = "features.safetensors"
 ERROR_LOG = "features-error.log"
@@ -313,7 +312,7 @@ def backbone_fixed(trainer: Trainer) -> bool:
     return not trainer.cfg.train_bn and all(p.trainable == [HEAD] for p in trainer.phases)
 
 
-class FeatureSnapshots(Callback):
+class FeatureSnapshots(MeasuringCallback):
     """Saves ``features.safetensors``: pooled validation features at fit start and at fit end.
     Put it after ``BestWeights``, so "after" is the model that is saved.
 
@@ -321,7 +320,10 @@ class FeatureSnapshots(Callback):
     run simply has no feature-space view.
     """
 
+    error_log = ERROR_LOG
+
     def __init__(self, run: Run, max_points: int = MAX_POINTS) -> None:
+        super().__init__(run.dir)
         self.run = run
         self.max_points = max_points
         self.rows: list[int] = []
@@ -330,21 +332,10 @@ class FeatureSnapshots(Callback):
         self.before: tuple[np.ndarray, list[int]] | None = None
         self.fixed = False
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        self._guarded(self._start, trainer)
+    def reset(self) -> None:
+        self.before = None
 
-    def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None:
-        if result.epochs_run:
-            self._guarded(self._end, trainer)
-
-    def _guarded(self, step: Callable[[Trainer], None], trainer: Trainer) -> None:
-        try:
-            step(trainer)
-        except Exception:  # a side show: never lose the trained model to it
-            self.before = None
-            write_atomic(self.run.dir / ERROR_LOG, traceback.format_exc())
-
-    def _start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Trainer) -> None:
         val = trainer.dataset.items["val"]
         self.rows = spread(len(val), self.max_points)
         self.items = [tuple(val[i]) for i in self.rows]
@@ -352,9 +343,7 @@ class FeatureSnapshots(Callback):
         if not self.fixed:  # else the end's features are the start's: measure once
             self.before = self._measure(trainer, "before", cancellable=True)
 
-    def _end(self, trainer: Trainer) -> None:
-        if trainer.stop_reason == "stopped":
-            return  # the user asked to stop: no extra passes after that
+    def end(self, trainer: Trainer) -> None:
         after = self._cached(trainer) if self.fixed else None
         if after is None:
             after = self._measure(trainer, "after", cancellable=False)
@@ -386,12 +375,7 @@ class FeatureSnapshots(Callback):
         return cached[0][self.rows].float().cpu().numpy(), list(range(len(self.items)))
 
     def _measure(self, trainer: Trainer, when: str, cancellable: bool) -> tuple[np.ndarray, list[int]] | None:
-        stage = f"reading validation features ({when} training)"
-
-        def on_batch(done: int, total: int) -> bool:
-            for cb in trainer.callbacks:  # progress and the Stop button see this pass too
-                cb.on_stage(trainer, stage, done, total)
-            return cancellable and trainer.should_stop
+        on_batch = self.progress(trainer, f"reading validation features ({when} training)", cancellable)
 
         return pooled_features(
             trainer.model,

@@ -18,7 +18,6 @@ import base64
 import contextlib
 import functools
 import io
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from .config import TrainConfig
 from .fsutil import write_atomic
 from .images import ImageProblem, load_rgb, thumbnail
 from .runs import Run
-from .training import Callback, Trainer, TrainResult
+from .training import MeasuringCallback, Trainer
 
 REPORT_FILE = "forgetting.json"
 ERROR_LOG = "forgetting-error.log"
@@ -424,7 +423,7 @@ def swapped_buffers(model: nn.Module, values: dict[str, torch.Tensor]) -> Iterat
 # ---- the callback ------------------------------------------------------------------------------------
 
 
-class ForgettingMeter(Callback):
+class ForgettingMeter(MeasuringCallback):
     """Measures the probe's ImageNet top-1 at fit start and again at fit end, then writes
     ``forgetting.json``. Put it after ``BestWeights``, so "after" is the model that is saved.
 
@@ -439,7 +438,10 @@ class ForgettingMeter(Callback):
     run simply has no report.
     """
 
+    error_log = ERROR_LOG
+
     def __init__(self, run: Run, info: BackboneInfo) -> None:
+        super().__init__(run.dir)
         self.run = run
         self.backbone = info.name
         # BackboneInfo keeps a file's path in its detail: turn it back into the source it loaded.
@@ -450,22 +452,14 @@ class ForgettingMeter(Callback):
         self.statistics: dict[str, torch.Tensor] = {}
         self.untouched = False
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        self._guarded(self._start, trainer)
+    def reset(self) -> None:
+        self.head = self.before = self.probe = None
+        self.untouched = False
 
-    def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None:
-        if result.epochs_run:
-            self._guarded(self._end, trainer)
+    def end_after_stop(self) -> bool:
+        return self.untouched  # "kept 100%, by construction" measures nothing
 
-    def _guarded(self, step: Callable[[Trainer], None], trainer: Trainer) -> None:
-        try:
-            step(trainer)
-        except Exception:  # the meter is a side show: never lose the trained model to it
-            self.head = self.before = self.probe = None
-            self.untouched = False
-            write_atomic(self.run.dir / ERROR_LOG, traceback.format_exc())
-
-    def _start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Trainer) -> None:
         if self.weights_source == "none":
             return
         self.head = imagenet_classifier(trainer.model, self.backbone, self.weights_source)
@@ -479,9 +473,7 @@ class ForgettingMeter(Callback):
         self.statistics = batchnorm_statistics(trainer.model)
         self.before = self._measure(trainer, "before training", cancellable=True)
 
-    def _end(self, trainer: Trainer) -> None:
-        if trainer.stop_reason == "stopped" and not self.untouched:
-            return  # the user asked to stop: no extra passes after that
+    def end(self, trainer: Trainer) -> None:
         if self.untouched:
             save_report(self.run, by_construction())
         elif self.probe is not None and self.before is not None:
@@ -495,13 +487,7 @@ class ForgettingMeter(Callback):
 
     def _measure(self, trainer: Trainer, when: str, cancellable: bool = False) -> Top1 | None:
         assert self.head is not None and self.probe is not None
-        stage = f"measuring ImageNet predictions ({when})"
-
-        def on_batch(done: int, total: int) -> bool:
-            for cb in trainer.callbacks:  # progress and the Stop button see the probe too
-                cb.on_stage(trainer, stage, done, total)
-            return cancellable and trainer.should_stop
-
+        on_batch = self.progress(trainer, f"measuring ImageNet predictions ({when})", cancellable)
         return imagenet_top1(
             trainer.model,
             self.head,

@@ -15,6 +15,7 @@ import os
 import random
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,6 +114,54 @@ class Callback:
     def on_batch_end(self, trainer: Trainer) -> None: ...
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None: ...
     def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None: ...
+
+
+class MeasuringCallback(Callback):
+    """Measures the model at fit start and fit end (forgetting, feature space) without ever
+    failing the run: a failed measurement writes its traceback to ``error_log`` in ``run_dir``
+    and is dropped. After the user's Stop, the end pass is skipped (no extra waiting).
+
+    Subclasses implement ``start``, ``end`` and ``reset`` (forget a failed measurement).
+    """
+
+    error_log = "measure-error.log"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    def start(self, trainer: Trainer) -> None: ...
+    def end(self, trainer: Trainer) -> None: ...
+    def reset(self) -> None: ...
+
+    def end_after_stop(self) -> bool:
+        """Whether ``end`` still runs after the user's Stop: only when it costs nothing."""
+        return False
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._guarded(self.start, trainer)
+
+    def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None:
+        if result.epochs_run and (trainer.stop_reason != "stopped" or self.end_after_stop()):
+            self._guarded(self.end, trainer)
+
+    def _guarded(self, step: Any, trainer: Trainer) -> None:
+        try:
+            step(trainer)
+        except Exception:  # a side show: never lose the trained model to it
+            self.reset()
+            write_atomic(self.run_dir / self.error_log, traceback.format_exc())
+
+    @staticmethod
+    def progress(trainer: Trainer, stage: str, cancellable: bool) -> Any:
+        """A per-batch hook for a measuring pass: progress and the Stop button see it too, and
+        it returns whether to cancel (only a pass that may be cancelled ever is)."""
+
+        def on_batch(done: int, total: int) -> bool:
+            for cb in trainer.callbacks:
+                cb.on_stage(trainer, stage, done, total)
+            return cancellable and trainer.should_stop
+
+        return on_batch
 
 
 class StopOnEvent(Callback):
