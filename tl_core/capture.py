@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image, ImageStat
 
-from .data import JUNK_NAMES, SPLIT_NAMES, TINY_CLASS
+from .data import JUNK_NAMES, SPLIT_NAMES, TINY_CLASS, held_out
 from .errors import DatasetError
 from .fsutil import write_atomic
 from .images import ImageProblem, load_rgb, thumbnail
@@ -69,16 +69,10 @@ def check_class_name(name: str, existing: list[str] | tuple[str, ...] = ()) -> s
     return clean
 
 
-def _held_out(n: int, val_fraction: float) -> int:
-    """Validation images of a class of ``n`` (``data._stratified_split``'s rule; a test checks
-    that this matches the scanner)."""
-    return max(1, round(n * val_fraction)) if n >= 2 else 0
-
-
 def min_photos(val_fraction: float = 0.2) -> int:
     """Photos a class needs so the scanner keeps one to check with and one to learn from."""
     n = 2
-    while n - _held_out(n, val_fraction) < 1:
+    while n - held_out(n, val_fraction) < 1:
         n += 1
     return n
 

@@ -193,6 +193,12 @@ def _collect_split(split_dir: Path) -> dict[str, list[Path]]:
     return {c.name: _candidate_files(c) for c in _visible_children(split_dir) if c.is_dir()}
 
 
+def held_out(n: int, val_fraction: float) -> int:
+    """Validation images taken from a class of ``n``: ``val_fraction``, at least one, none when
+    there is a single image (the camera capture's "enough photos" uses the same rule)."""
+    return max(1, round(n * val_fraction)) if n >= 2 else 0
+
+
 def _stratified_split(
     per_class: dict[str, list[Path]], val_fraction: float, seed: int
 ) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
@@ -202,7 +208,7 @@ def _stratified_split(
     for name, files in per_class.items():
         files = sorted(files)
         random.Random(f"{seed}:{name}").shuffle(files)
-        n_val = max(1, round(len(files) * val_fraction)) if len(files) >= 2 else 0
+        n_val = held_out(len(files), val_fraction)
         val[name], train[name] = files[:n_val], files[n_val:]
     return train, val
 
