@@ -149,3 +149,53 @@ def browser():
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+# -- measuring callbacks: a real job, a real trainer on the CPU --------------------------------
+def train_job(cfg, root: Path):
+    """One job through the real runner, in this thread; returns its run folder."""
+    import threading
+
+    from tl_core.runner import JobSpec, run_job
+    from tl_core.runs import RunStore
+
+    run = RunStore(root).create(cfg.to_dict())
+    events: list[dict] = []
+    run_job(JobSpec("job", cfg.to_dict(), str(run.dir), "cpu"), events.append, threading.Event())
+    assert events[-1]["fields"]["status"] == "completed", events[-1]["fields"]
+    return run
+
+
+def cpu_trainer(data: Path, make_callback, **kw):
+    """A tiny model's ``Trainer`` on ``data``, with ``BestWeights`` then
+    ``make_callback(backbone_info)``; returns (trainer, that callback)."""
+    from tl_core.backbones import create_backbone
+    from tl_core.data import scan_dataset
+    from tl_core.devices import detect_device
+    from tl_core.freezing import layer_groups
+    from tl_core.training import BestWeights, Trainer, seed_everything
+
+    cfg = tiny_config(data, **({"batch_size": 8} | kw))
+    seed_everything(cfg.seed)
+    dataset = scan_dataset(data, seed=cfg.seed)
+    model, info = create_backbone(
+        cfg.backbone, len(dataset.classes), cfg.weights, cfg.image_size, catalog_only=cfg.catalog_only
+    )
+    callback = make_callback(info)
+    trainer = Trainer(
+        model,
+        layer_groups(model),
+        cfg,
+        dataset,
+        info.data_config,
+        detect_device("cpu"),
+        [BestWeights(), callback],
+    )
+    return trainer, callback
+
+
+def finished(epochs_run: int = 1):
+    """The ``TrainResult`` of a run that ended normally after ``epochs_run`` epochs."""
+    from tl_core.training import TrainResult
+
+    return TrainResult("completed", 1.0, 0.1, 1, epochs_run, 0.0, 0, 0, "cpu", False)

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import cpu_trainer, finished, tiny_config, train_job
 from tl_core import feature_space as FS
-from tl_core.backbones import create_backbone
-from tl_core.data import scan_dataset
-from tl_core.devices import detect_device
-from tl_core.freezing import layer_groups
-from tl_core.runner import JobSpec, run_job
 from tl_core.runs import Run, RunStore
-from tl_core.training import BestWeights, Trainer, TrainResult, seed_everything
+from tl_core.training import Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -28,15 +22,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def train_job(cfg, root: Path) -> Run:
-    """One job through the real runner, in this thread; returns its run folder."""
-    run = RunStore(root).create(cfg.to_dict())
-    events: list[dict] = []
-    run_job(JobSpec("job", cfg.to_dict(), str(run.dir), "cpu"), events.append, threading.Event())
-    assert events[-1]["fields"]["status"] == "completed", events[-1]["fields"]
-    return run
 
 
 @pytest.fixture
@@ -90,27 +75,7 @@ def test_feature_extraction_reuses_the_cached_features(
 
 
 def make_trainer(data: Path, run: Run, **kw) -> tuple[Trainer, FS.FeatureSnapshots]:
-    cfg = tiny_config(data, **({"batch_size": 8} | kw))
-    seed_everything(cfg.seed)
-    dataset = scan_dataset(data, seed=cfg.seed)
-    model, info = create_backbone(
-        cfg.backbone, len(dataset.classes), cfg.weights, cfg.image_size, catalog_only=cfg.catalog_only
-    )
-    snapshots = FS.FeatureSnapshots(run, max_points=4)
-    trainer = Trainer(
-        model,
-        layer_groups(model),
-        cfg,
-        dataset,
-        info.data_config,
-        detect_device("cpu"),
-        [BestWeights(), snapshots],
-    )
-    return trainer, snapshots
-
-
-def finished(epochs_run: int = 1) -> TrainResult:
-    return TrainResult("completed", 1.0, 0.1, 1, epochs_run, 0.0, 0, 0, "cpu", False)
+    return cpu_trainer(data, lambda info: FS.FeatureSnapshots(run, max_points=4), **kw)
 
 
 def test_a_snapshot_of_at_most_max_points_spread_over_every_class(

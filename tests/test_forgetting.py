@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY_MODEL, make_class_folders, tiny_config
+from conftest import TINY_MODEL, cpu_trainer, finished, make_class_folders, tiny_config, train_job
 from tl_core import forgetting as F
 from tl_core.backbones import create_backbone, get_spec, imagenet_classifier
-from tl_core.data import scan_dataset
-from tl_core.devices import detect_device
-from tl_core.freezing import layer_groups
-from tl_core.runner import JobSpec, run_job
 from tl_core.runs import Run, RunStore
-from tl_core.training import BestWeights, Trainer, TrainResult, seed_everything
+from tl_core.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
@@ -39,37 +34,8 @@ def imagenet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny-in1k.safetensors", 1000)
 
 
-def train_job(cfg, root: Path) -> Run:
-    """One job through the real runner, in this thread; returns its run folder."""
-    run = RunStore(root).create(cfg.to_dict())
-    events: list[dict] = []
-    run_job(JobSpec("job", cfg.to_dict(), str(run.dir), "cpu"), events.append, threading.Event())
-    assert events[-1]["fields"]["status"] == "completed", events[-1]["fields"]
-    return run
-
-
 def make_trainer(data: Path, meter_run: Run, **kw) -> tuple[Trainer, F.ForgettingMeter]:
-    cfg = tiny_config(data, **({"batch_size": 8} | kw))
-    seed_everything(cfg.seed)
-    dataset = scan_dataset(data, seed=cfg.seed)
-    model, info = create_backbone(
-        cfg.backbone, len(dataset.classes), cfg.weights, cfg.image_size, catalog_only=cfg.catalog_only
-    )
-    meter = F.ForgettingMeter(meter_run, info)
-    trainer = Trainer(
-        model,
-        layer_groups(model),
-        cfg,
-        dataset,
-        info.data_config,
-        detect_device("cpu"),
-        [BestWeights(), meter],
-    )
-    return trainer, meter
-
-
-def finished(epochs_run: int = 1) -> TrainResult:
-    return TrainResult("completed", 1.0, 0.1, 1, epochs_run, 0.0, 0, 0, "cpu", False)
+    return cpu_trainer(data, lambda info: F.ForgettingMeter(meter_run, info), **kw)
 
 
 # ---- the meter ------------------------------------------------------------------------------------
