@@ -39,12 +39,18 @@ def queue() -> None:
 def machine() -> None:
     st.subheader("Devices")
     st.dataframe(pd.DataFrame(device_stats()), hide_index=True, width="stretch")
+    rows = manager.executor.describe()
+    local = all(w["pid"] for w in rows)  # a Ray cluster's nodes have no pid of ours
     workers = [
-        {"device": w["device"], "pid": w["pid"], "state": w["state"]}
-        | {"up": ui_text.clock(w.get("up_s", 0)), "memory (MB)": process_rss_mb(w["pid"])}
-        for w in manager.executor.describe()
+        {"device": w["device"], "state": w["state"]}
+        | ({"pid": w["pid"], "up": ui_text.clock(w.get("up_s", 0)), "memory (MB)": process_rss_mb(w["pid"])} if local else {})
+        for w in rows
     ]
-    st.caption("Training processes (one per device; restarted if one dies)")
+    st.caption(
+        "Training processes (one per device; restarted if one dies)"
+        if local
+        else "Ray nodes (Ray picks one per job; the queue's order is still this app's)"
+    )
     st.dataframe(pd.DataFrame(workers), hide_index=True, width="stretch")
 
 

@@ -193,7 +193,7 @@ def test_a_job_placed_on_a_gpu_trains_on_cuda_in_its_worker(
     import threading
 
     import tl_core.devices
-    from tl_core.runner import JobSpec, _prepare, _Reporter
+    from tl_core.runner import JobSpec, _prepare, Reporter
 
     asked: list[str] = []
 
@@ -206,5 +206,5 @@ def test_a_job_placed_on_a_gpu_trains_on_cuda_in_its_worker(
     for device in ("cuda:1", "cpu"):
         run = JobManager(executor=PlacingExecutor(), devices=["cpu"]).runs().create(config)
         spec = JobSpec(job_id="j", config=config, run_dir=str(run.dir), device=device)
-        _prepare(spec, _Reporter(lambda event: None, threading.Event()), run)
+        _prepare(spec, Reporter(lambda event: None, threading.Event()), run)
     assert asked == ["cuda", "cuda:1"]  # a CPU placement leaves the config alone

@@ -46,6 +46,38 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", help="where run folders go (default $TL_STUDIO_HOME/runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    _add_executor(p)
+
+
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    """Where jobs run: this machine, or a Ray cluster (the same flags for ``train`` and ``app``)."""
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        help="local (this machine) or ray (a Ray cluster; pip install -e '.[cluster]'); TL_STUDIO_EXECUTOR",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="the Ray cluster, e.g. 10.0.0.5:6379 (default: start a local Ray); TL_STUDIO_RAY_ADDRESS",
+    )
+    p.add_argument(
+        "--ray-cpus", type=int, help="CPUs a job asks for on a cluster without GPUs (2); TL_STUDIO_RAY_CPUS"
+    )
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    """The environment's settings, with the command line's executor flags on top."""
+    import dataclasses
+
+    from .settings import StudioSettings
+
+    settings = StudioSettings.from_env()
+    flags = {
+        "executor": "ray" if args.ray_address and not args.executor else args.executor,
+        "ray_address": args.ray_address,
+        "ray_cpus_per_job": args.ray_cpus,
+    }
+    return dataclasses.replace(settings, **{k: v for k, v in flags.items() if v is not None})
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -80,6 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--devices",
         help="GPUs to train on, e.g. 0,2 (default: every visible GPU; TL_STUDIO_DEVICES)",
     )
+    _add_executor(p)
     return parser
 
 
@@ -90,10 +123,8 @@ def _fmt_eta(seconds: float | None) -> str:
 
 
 def _train(args: argparse.Namespace, started: float) -> int:
-    from tqdm import tqdm
-
     from .config import TrainConfig
-    from .jobs import JobManager
+    from .jobs import JobManager, create_executor
 
     cfg = TrainConfig(
         data=args.data,
@@ -112,8 +143,17 @@ def _train(args: argparse.Namespace, started: float) -> int:
         device=args.device,
         seed=args.seed,
     )
-    manager = JobManager(args.runs_dir)
-    job_id = manager.submit(cfg)
+    manager = JobManager(args.runs_dir, executor=create_executor(_settings(args), local="thread"))
+    try:
+        return _follow(manager, manager.submit(cfg), args, started)
+    finally:
+        manager.shutdown()
+
+
+def _follow(manager: Any, job_id: str, args: argparse.Namespace, started: float) -> int:
+    """Show the job's progress until it ends, then its summary; Ctrl-C stops it cleanly."""
+    from tqdm import tqdm
+
     bar = tqdm(
         total=1000,
         file=sys.stderr,
@@ -162,7 +202,8 @@ def _train(args: argparse.Namespace, started: float) -> int:
     summary = _summary(manager, job_id, started)
     print(
         f"{st.status}: best val accuracy {summary['best_val_acc']:.2%} after {summary['epochs_run']} "
-        f"epoch(s) in {summary['wall_s']:.1f}s; weights in {summary['run_dir']}/best.safetensors",
+        f"epoch(s) in {summary['wall_s']:.1f}s{' on ' + st.node if st.node else ''}; weights in "
+        f"{summary['run_dir']}/best.safetensors",
         file=sys.stderr,
     )
     if args.json:
@@ -194,6 +235,7 @@ def _summary(manager: Any, job_id: str, started: float) -> dict[str, Any]:
         "trainable_params": result.get("trainable_params"),
         "total_params": result.get("total_params"),
         "device": result.get("device") or st.device,
+        "node": st.node or None,
         "feature_cache": result.get("feature_cache"),
         "dataset": {
             "classes": profile.get("classes"),
@@ -311,6 +353,14 @@ def _app(args: argparse.Namespace) -> int:
 
         visible_devices(args.devices)  # a typo fails here, not after the server started
         env["TL_STUDIO_DEVICES"] = args.devices
+    settings = _settings(args)
+    if settings.executor == "ray":
+        env |= {"TL_STUDIO_EXECUTOR": "ray", "TL_STUDIO_RAY_CPUS": str(settings.ray_cpus_per_job)}
+        if settings.ray_address:  # an unreachable cluster fails here, in seconds, not in the app
+            from .ray_executor import check_cluster
+
+            check_cluster(settings.ray_address)
+            env["TL_STUDIO_RAY_ADDRESS"] = settings.ray_address
     # Become the server (no child left behind when a supervisor stops this process).
     os.chdir(app.parent)
     os.execve(sys.executable, cmd, env)

@@ -99,6 +99,37 @@ class Dataset:
     def classes(self) -> list[str]:
         return self.profile.classes
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"profile": asdict(self.profile), "items": self.items}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Dataset:
+        """The inverse of ``to_dict``: a scan made on another machine (or read back from JSON)."""
+        fields = dict(data["profile"])
+        fields["skipped"] = [SkippedFile(**s) for s in fields.get("skipped", [])]
+        items = {split: [(str(p), int(label)) for p, label in rows] for split, rows in data["items"].items()}
+        return cls(profile=DatasetProfile(**fields), items=items)
+
+    def relative_items(self) -> dict[str, list[tuple[str, int]]]:
+        """Each item's path relative to the profile's root: how a copy elsewhere names it."""
+        root = Path(self.profile.root)
+        out: dict[str, list[tuple[str, int]]] = {}
+        for split, rows in self.items.items():
+            out[split] = []
+            for path, label in rows:
+                rel = Path(path).relative_to(root)  # every scanned file lies under the root
+                out[split].append((rel.as_posix(), label))
+        return out
+
+    def moved_to(self, root: str | Path) -> Dataset:
+        """The same images, read from a copy of the root at ``root`` (a Ray node's cache). The
+        profile still names the original, so what a run records is the same wherever it ran."""
+        items = {
+            split: [(str(Path(root) / rel), label) for rel, label in rows]
+            for split, rows in self.relative_items().items()
+        }
+        return Dataset(profile=self.profile, items=items)
+
 
 def _is_junk(name: str) -> bool:
     return name in JUNK_NAMES or name.startswith(".")

@@ -38,3 +38,7 @@ class NotFound(TLError):
 
 class QuotaExceeded(TLError):
     """A workspace asked for more than its share of a shared server."""
+
+
+class ClusterError(TLError):
+    """The Ray cluster can't be reached or can't run a job (no GPU, no node big enough)."""

@@ -322,9 +322,13 @@ class FeatureSnapshots(MeasuringCallback):
 
     error_log = ERROR_LOG
 
-    def __init__(self, run: Run, max_points: int = MAX_POINTS) -> None:
+    def __init__(
+        self, run: Run, recorded_val: Sequence[tuple[str, int]] | None = None, max_points: int = MAX_POINTS
+    ) -> None:
         super().__init__(run.dir)
         self.run = run
+        self.recorded_val = recorded_val
+        """The validation items as the app names them (on a Ray node, not where they are read)."""
         self.max_points = max_points
         self.rows: list[int] = []
         """The picked images' rows in the validation split."""
@@ -334,6 +338,11 @@ class FeatureSnapshots(MeasuringCallback):
 
     def reset(self) -> None:
         self.before = None
+
+    def _recorded_path(self, i: int) -> str:
+        if self.recorded_val is None:
+            return self.items[i][0]
+        return self.recorded_val[self.rows[i]][0]
 
     def start(self, trainer: Trainer) -> None:
         val = trainer.dataset.items["val"]
@@ -360,7 +369,7 @@ class FeatureSnapshots(MeasuringCallback):
                 before=before[0][[pick_b[i] for i in common]],
                 after=after[0][[pick_a[i] for i in common]],
                 labels=np.array([self.items[i][1] for i in common], dtype=np.int64),
-                paths=[self.items[i][0] for i in common],
+                paths=[self._recorded_path(i) for i in common],
                 classes=list(trainer.dataset.classes),
                 start="random" if trainer.cfg.weights == "none" else "pretrained",
                 unchanged=self.fixed,

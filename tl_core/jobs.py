@@ -4,8 +4,8 @@ machine, or the CPU), executors that run the jobs.
 Jobs belong to the server, not to a browser tab: whoever knows a job id *and* its workspace
 can watch or stop it, so a refresh re-attaches and other students see "not found". The
 manager only keeps a ``JobStatus`` per job, fed by the executor's JSON events; readers get
-cheap copies via ``snapshot()``. Where the job really runs (a thread, a worker process, later
-a Ray actor) is the executor's business.
+cheap copies via ``snapshot()``. Where the job really runs (a thread, a worker process, a Ray
+actor on another machine) is the executor's business.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ class JobStatus:
     user_error: bool = False
     result: dict[str, Any] | None = None
     device: str = ""
+    node: str = ""
+    """The Ray node a job ran on (host name and node id); empty on this machine."""
     time_limit_s: float | None = None
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
@@ -165,9 +167,13 @@ class Job:
 
 def _default_pool(executor: Executor) -> list[str]:
     """Worker processes get every visible GPU; in-process threads share this process's one
-    CUDA device (the first visible GPU, named by its physical id so the device lock matches)."""
+    CUDA device (the first visible GPU, named by its physical id so the device lock matches);
+    an executor with devices of its own (a Ray cluster) names them."""
     from .devices import visible_devices
 
+    own = getattr(executor, "devices", None)
+    if own is not None:
+        return own()
     pool = visible_devices()
     return pool if isinstance(executor, ProcessExecutor) else pool[:1]
 
@@ -178,7 +184,8 @@ class JobManager:
     Args:
         runs_dir: the solo workspace's runs (default ``$TL_STUDIO_HOME/runs``).
         executor: ``"thread"`` (this process; the CLI's and notebooks' default), ``"process"``
-            (a worker process per device; the app's) or any ``Executor``.
+            (a worker process per device; the app's), ``"ray"`` (a local Ray; for a cluster pass
+            ``RayExecutor(address)``) or any ``Executor``.
         max_queued_per_workspace: queued jobs one workspace may have; None is no limit.
         time_limit_s: each job stops (keeping its best weights) after this long.
         max_finished_jobs: finished jobs remembered in memory; their runs stay on disk.
@@ -207,7 +214,7 @@ class JobManager:
         self.time_limit_s = time_limit_s
         self.max_finished_jobs = max_finished_jobs
         if isinstance(executor, str):
-            executor = {"thread": ThreadExecutor, "process": ProcessExecutor}[executor]()
+            executor = _EXECUTORS[executor]()
         self.executor: Executor = executor
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
@@ -235,9 +242,22 @@ class JobManager:
             self._pool = _default_pool(self.executor)
         return self._pool
 
+    def _limit(self, device: str) -> int:
+        """Jobs ``device`` runs at once: ``max_per_device``, or a cluster's own capacity."""
+        capacity = getattr(self.executor, "capacity", None)
+        return capacity(device) if capacity is not None else self.max_per_device
+
     def _wants(self, requested: str) -> str | None:
         """The device a job asking for ``requested`` must run on; None for any of the pool."""
         pool = self.devices
+        if hasattr(self.executor, "capacity"):  # a cluster: its scheduler picks node and GPU
+            if requested in ("auto", "cuda", "cpu"):
+                return None
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"On a Ray cluster Ray picks the GPU: ask for auto, cuda or cpu, not {requested}."
+            )
         gpus = [d for d in pool if d.startswith("cuda:")]
         if requested == "auto" or (requested == "cuda" and gpus):
             return None
@@ -376,7 +396,7 @@ class JobManager:
             busy[job.device_key] = busy.get(job.device_key, 0) + 1
         waiting = []
         for job in order:
-            free = [d for d in self._candidates(job) if busy[d] < self.max_per_device]
+            free = [d for d in self._candidates(job) if busy[d] < self._limit(d)]
             if not free:
                 waiting.append(job)
                 continue
@@ -461,8 +481,9 @@ class JobManager:
         slots: list[tuple[str, float | None]] = []
         for device in devices:
             lefts = [self._left_s(j) for j in self._running.values() if j.device_key == device]
-            slots += [(device, left) for left in lefts[: self.max_per_device]]
-            slots += [(device, 0.0)] * max(self.max_per_device - len(lefts), 0)
+            limit = self._limit(device)
+            slots += [(device, left) for left in lefts[:limit]]
+            slots += [(device, 0.0)] * max(limit - len(lefts), 0)
         return slots
 
     # -- events from the executor ------------------------------------------------------------
@@ -581,15 +602,37 @@ class JobManager:
         self.executor.shutdown()
 
 
+def _ray_executor() -> Executor:
+    from .ray_executor import RayExecutor
+
+    return RayExecutor()
+
+
+_EXECUTORS = {"thread": ThreadExecutor, "process": ProcessExecutor, "ray": _ray_executor}
+
+
+def create_executor(settings: StudioSettings, local: str = "process") -> Executor:
+    """``settings.executor``'s executor: ``local`` (``process`` for the app, ``thread`` for
+    the CLI), or Ray at ``settings.ray_address``."""
+    if settings.executor != "ray":
+        return _EXECUTORS[local]()
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(
+        settings.ray_address, max_data_mb=settings.ray_max_data_mb, cpus_per_job=settings.ray_cpus_per_job
+    )
+
+
 def create_app_manager(settings: StudioSettings) -> JobManager:
-    """The app's manager: jobs in worker processes (one per device of ``settings.devices``),
-    the room's limits, the workers started now so that the first students' jobs don't wait for
-    torch to import."""
+    """The app's manager: jobs in worker processes (one per device of ``settings.devices``) or
+    on a Ray cluster, the room's limits, the workers started now so that the first students'
+    jobs don't wait for torch to import."""
     from .devices import visible_devices
 
+    executor = create_executor(settings)
     manager = JobManager(
-        executor="process",
-        devices=visible_devices(settings.devices),
+        executor=executor,
+        devices=None if settings.executor == "ray" else visible_devices(settings.devices),
         max_queued_per_workspace=settings.max_queued_per_workspace,
         time_limit_s=settings.job_time_limit_s,
     )

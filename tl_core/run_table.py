@@ -111,10 +111,17 @@ def run_row(summary: RunSummary) -> dict[str, Any]:
         "best val accuracy": summary.best_val_acc if summary.epochs_run else float("nan"),
         "epochs": summary.epochs_run,
         "wall time (s)": _wall_s(status, result),
-        "device": (result or {}).get("device", ""),
+        "device": _where(status, result),
         "status": _status_text(summary.status, result),
         "experiment": group_title(summary.group),
     }
+
+
+def _where(status: dict[str, Any], result: dict[str, Any] | None) -> str:
+    """The device a run trained on, and the Ray node when it ran on one."""
+    device = (result or {}).get("device", "")
+    node = status.get("node")
+    return f"{device} on {node}" if node and device else device
 
 
 def runs_frame(summaries: Sequence[RunSummary]) -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """Runs one job from start to end wherever it is put: a thread of this process, the app's
-worker process, or (later) a Ray actor.
+worker process, or a Ray actor on another machine.
 
 Everything it tells the outside goes through ``emit(event)`` as plain JSON-able dicts, and
 everything durable goes into the run folder, so nothing here depends on sharing memory with
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,16 +48,24 @@ class JobSpec:
     time_limit_s: float | None = None
     kind: str = "train"
     """``train``, or ``lr-find`` (the learning-rate range test; see ``lr_finder``)."""
+    dataset: dict[str, Any] | None = None
+    """The app's scan of the data (``Dataset.to_dict``), for a job on a machine that may not see
+    ``config.data`` as the app does (a Ray node); None: scan ``config.data`` here."""
+    data_root: str | None = None
+    """Where this machine holds a copy of ``dataset``'s root; None: at the app's own paths (a
+    folder every node mounts), checked before training."""
+    lock_device: bool = True
+    """Take the device lock; Ray, which gives each job its own resources, turns it off."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """Raised from a progress hook when the user stops a job before training starts."""
 
 
-class _Reporter:
+class Reporter:
     """The job as the loop sees it: what changed goes out as events, and a Stop comes in."""
 
     def __init__(self, emit: Emit, stop: threading.Event):
@@ -76,28 +85,63 @@ class Prepared:
 
     cfg: TrainConfig
     dataset: Any
+    """The images as this machine reads them."""
     model: Any
     info: Any
     device: Any
+    recorded: Any = None
+    """The same dataset as the app names its files: what the run folder records (None: as
+    ``dataset``)."""
+
+    def __post_init__(self) -> None:
+        if self.recorded is None:
+            self.recorded = self.dataset
 
 
-def _prepare(spec: JobSpec, reporter: _Reporter, run: Run) -> Prepared:
-    """Scan the data, build the backbone, pick the device and record them in the run folder."""
-    from .backbones import create_backbone
+def scan(cfg: TrainConfig, reporter: Reporter) -> Any:
+    """Scan ``cfg.data`` with the job's split settings, reporting progress; a Stop ends it."""
     from .data import scan_dataset
+
+    def scanning(done: int, total: int) -> None:
+        reporter.update(stage="scanning images", stage_done=done, stage_total=total)
+        if reporter.stop.is_set():
+            raise Stopped
+
+    reporter.update(stage="scanning images")
+    return scan_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, progress=scanning)
+
+
+def _dataset(spec: JobSpec, cfg: TrainConfig, reporter: Reporter) -> tuple[Any, Any]:
+    """(the dataset as read here, as recorded): scanned here, or the app's scan of a copy."""
+    if spec.dataset is None:
+        dataset = scan(cfg, reporter)
+        return dataset, dataset
+    from .data import Dataset
+    from .errors import DatasetError
+    from .transfer import missing_files
+
+    recorded = Dataset.from_dict(spec.dataset)
+    if spec.data_root is not None:
+        return recorded.moved_to(spec.data_root), recorded
+    missing = missing_files(recorded)
+    if missing:
+        raise DatasetError(
+            f"This machine ({socket.gethostname()}) can't see the data at {recorded.profile.root} "
+            f"(e.g. {missing[0]}). Data too large to send through Ray must be at the same path on "
+            "every node (a shared mount); or raise TL_STUDIO_RAY_MAX_DATA_MB to send it."
+        )
+    return recorded, recorded
+
+
+def _prepare(spec: JobSpec, reporter: Reporter, run: Run) -> Prepared:
+    """Get the data, build the backbone, pick the device and record them in the run folder."""
+    from .backbones import create_backbone
     from .devices import detect_device
     from .training import seed_everything
 
     cfg = TrainConfig.from_dict(spec.config)
     seed_everything(cfg.seed)
-
-    def scanning(done: int, total: int) -> None:
-        reporter.update(stage="scanning images", stage_done=done, stage_total=total)
-        if reporter.stop.is_set():
-            raise _Stopped
-
-    reporter.update(stage="scanning images")
-    dataset = scan_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, progress=scanning)
+    dataset, recorded = _dataset(spec, cfg, reporter)
     profile = dataset.profile
     cfg = dataclasses.replace(cfg, image_size=cfg.image_size or profile.suggested_image_size)
     reporter.update(stage="loading backbone")
@@ -116,12 +160,12 @@ def _prepare(spec: JobSpec, reporter: _Reporter, run: Run) -> Prepared:
     run.write_json("labels.json", dataset.classes)
     run.write_json("data_config.json", info.data_config)
     run.write_json("dataset.json", profile.to_dict())
-    run.write_json("split.json", dataset.items)  # the exact files, for export without a rescan
+    run.write_json("split.json", recorded.items)  # the exact files, for export without a rescan
     run.write_json("backbone.json", dataclasses.asdict(info))
-    return Prepared(cfg, dataset, model, info, device)
+    return Prepared(cfg, dataset, model, info, device, recorded)
 
 
-def _train(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
+def _train(spec: JobSpec, reporter: Reporter, run: Run, prep: Prepared) -> Any:
     """Train, evaluate and save; raises ``TLError`` for problems the user can fix."""
     from .evaluation import predictions_frame, save_predictions
     from .feature_space import FeatureSnapshots
@@ -138,7 +182,7 @@ def _train(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
         BestWeights(),
         JobProgress(reporter, run),
         ForgettingMeter(run, info),
-        FeatureSnapshots(run),  # after BestWeights too: "after" is the saved model
+        FeatureSnapshots(run, prep.recorded.items["val"]),  # after BestWeights: "after" is the saved model
     ]
     if spec.time_limit_s:
         callbacks.append(TimeLimit(spec.time_limit_s))  # last: its clock starts after the measuring
@@ -159,7 +203,7 @@ def _train(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
     if result.epochs_run:
         reporter.update(stage="evaluating")
         probs = trainer.predict("val").numpy()
-        save_predictions(run, predictions_frame(dataset.items["val"], probs, dataset.classes))
+        save_predictions(run, predictions_frame(prep.recorded.items["val"], probs, dataset.classes))
         meta = {
             "backbone": cfg.backbone,
             "classes": ",".join(dataset.classes),
@@ -169,7 +213,7 @@ def _train(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
     return result
 
 
-def _lr_find(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> Any:
+def _lr_find(spec: JobSpec, reporter: Reporter, run: Run, prep: Prepared) -> Any:
     from .lr_finder import run_lr_finder
 
     return run_lr_finder(prep, reporter, run, time_limit_s=spec.time_limit_s)
@@ -178,12 +222,48 @@ def _lr_find(spec: JobSpec, reporter: _Reporter, run: Run, prep: Prepared) -> An
 _KINDS = {"train": _train, "lr-find": _lr_find}
 
 
-def _execute(spec: JobSpec, reporter: _Reporter, run: Run) -> Any:
+def _execute(spec: JobSpec, reporter: Reporter, run: Run) -> Any:
     """Everything a job does, in order; raises ``TLError`` for problems the user can fix."""
     if spec.kind not in _KINDS:
         raise ValueError(f"unknown job kind {spec.kind!r}")
     prep = _prepare(spec, reporter, run)
     return _KINDS[spec.kind](spec, reporter, run, prep)
+
+
+def failure(exc: BaseException, run: Run) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(status, status.json fields, final event fields) for a job that ended by ``exc``."""
+    if isinstance(exc, Stopped):
+        return "stopped", {}, {"status": "stopped", "stage": "stopped before training started"}
+    if isinstance(exc, TLError):
+        final = {
+            "status": "failed",
+            "error": str(exc),
+            "error_type": type(exc).__name__,
+            "user_error": True,
+            "stage": "failed",
+        }
+        return "failed", {"error": str(exc)}, final
+    # A bug: keep the host alive, keep the traceback for us. Only the exception's type on
+    # screen: its text can hold paths, and a workspace's path holds its key (screens get
+    # projected). The traceback goes to the run's error.log.
+    message = (
+        f"Internal error ({type(exc).__name__}): a bug in the studio, not a problem with your "
+        f"data. Its details are in error.log in run {run.id}."
+    )
+    with contextlib.suppress(OSError):
+        write_atomic(
+            run.dir / "error.log", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        )
+    final = {"status": "failed", "error": message, "error_type": type(exc).__name__, "stage": "failed"}
+    return "failed", {"error": message}, final
+
+
+def finish(run: Run, status: str, fields: dict[str, Any], final: dict[str, Any], emit: Emit) -> None:
+    """Record the job's end in its run folder, then send the one ``done`` event."""
+    final["finished_at"] = time.time()
+    with contextlib.suppress(OSError):  # a full disk must not swallow the job's end
+        run.write_status(status, finished_at=final["finished_at"], **fields)
+    emit({"type": "done", "fields": final})
 
 
 def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
@@ -192,15 +272,16 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
     from .devicelock import DeviceLock
 
     run = Run(spec.run_dir)
-    reporter = _Reporter(emit, stop)
+    reporter = Reporter(emit, stop)
     status, fields = "failed", {}
     final: dict[str, Any] = {"status": status, "stage": "failed", "error": "The job ended unexpectedly."}
+    lock = DeviceLock(spec.device).held if spec.lock_device else _no_lock
     try:
         if stop.is_set():
-            raise _Stopped
-        with DeviceLock(spec.device).held(stop, on_wait=lambda msg: reporter.update(stage=msg)) as got:
+            raise Stopped
+        with lock(stop, on_wait=lambda msg: reporter.update(stage=msg)) as got:
             if not got:
-                raise _Stopped
+                raise Stopped
             reporter.update(stage="starting", started_at=time.time())
             result = _execute(spec, reporter, run)
         status = "completed" if result.status in ("completed", "early-stopped") else "stopped"
@@ -215,31 +296,12 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
         final = {"status": status, "result": summary, "stage": stage, "eta_s": 0.0}
         if status == "completed":
             final["progress"] = 1.0
-    except _Stopped:
-        status = "stopped"
-        final = {"status": status, "stage": "stopped before training started"}
-    except TLError as exc:
-        fields = {"error": str(exc)}
-        final = {
-            "status": status,
-            "error": str(exc),
-            "error_type": type(exc).__name__,
-            "user_error": True,
-            "stage": "failed",
-        }
-    except Exception as exc:  # a bug: keep the host alive, keep the traceback for us
-        # Only the exception's type on screen: its text can hold paths, and a workspace's path
-        # holds its key (screens get projected). The traceback goes to the run's error.log.
-        message = (
-            f"Internal error ({type(exc).__name__}): a bug in the studio, not a problem with your "
-            f"data. Its details are in error.log in run {run.id}."
-        )
-        fields = {"error": message}
-        final = {"status": status, "error": message, "error_type": type(exc).__name__, "stage": "failed"}
-        with contextlib.suppress(OSError):
-            write_atomic(run.dir / "error.log", traceback.format_exc())
+    except Exception as exc:
+        status, fields, final = failure(exc, run)
     finally:
-        final["finished_at"] = time.time()
-        with contextlib.suppress(OSError):  # a full disk must not swallow the job's end
-            run.write_status(status, finished_at=final["finished_at"], **fields)
-        emit({"type": "done", "fields": final})
+        finish(run, status, fields, final, emit)
+
+
+@contextlib.contextmanager
+def _no_lock(stop: threading.Event, on_wait: Callable[[str], None]) -> Iterator[bool]:
+    yield True

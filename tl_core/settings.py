@@ -17,6 +17,7 @@ WORKSHOP_MAX_QUEUED = 3
 WORKSHOP_TIME_LIMIT_S = 15 * 60.0
 UPLOAD_TTL_S = 24 * 3600.0
 
+EXECUTORS = ("local", "ray")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -30,6 +31,14 @@ def _flag(name: str, default: bool) -> bool:
     if value in _FALSE:
         return False
     raise ConfigError(f"{name}={value!r}: use 1 or 0.")
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset)."""
+    value = os.environ.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}: use one of {', '.join(choices)}.")
+    return value
 
 
 def _number(name: str, default: float | None, scale: float = 1.0) -> float | None:
@@ -61,12 +70,21 @@ class StudioSettings:
     allow_local_paths: bool = True
     devices: str | None = None
     """Which GPUs the app trains on (``0,2``; checked by ``devices.visible_devices``); None: all."""
+    executor: str = "local"
+    """``local`` (this machine's devices) or ``ray`` (a Ray cluster; see ``ray_executor``)."""
+    ray_address: str | None = None
+    """The Ray cluster to join; None starts a local Ray."""
+    ray_cpus_per_job: int = 2
+    """What a job asks Ray for on a cluster without GPUs."""
+    ray_max_data_mb: float = 1024.0
+    """Data up to this size travels through Ray; larger data must be on a path every node mounts."""
 
     @classmethod
     def from_env(cls, workshop: bool | None = None) -> StudioSettings:
         """``TL_STUDIO_WORKSHOP``, ``TL_STUDIO_ROOM_CODE``, ``TL_STUDIO_INSTRUCTOR_TOKEN``,
         ``TL_STUDIO_MAX_QUEUED``, ``TL_STUDIO_JOB_TIME_LIMIT_MIN``, ``TL_STUDIO_UPLOAD_TTL_HOURS``,
-        ``TL_STUDIO_ALLOW_PATHS`` and ``TL_STUDIO_DEVICES``."""
+        ``TL_STUDIO_ALLOW_PATHS``, ``TL_STUDIO_DEVICES``, ``TL_STUDIO_EXECUTOR``,
+        ``TL_STUDIO_RAY_ADDRESS``, ``TL_STUDIO_RAY_CPUS`` and ``TL_STUDIO_RAY_MAX_DATA_MB``."""
         room = _flag("TL_STUDIO_WORKSHOP", False) if workshop is None else workshop
         max_queued = _number("TL_STUDIO_MAX_QUEUED", WORKSHOP_MAX_QUEUED if room else None)
         return cls(
@@ -81,6 +99,10 @@ class StudioSettings:
             # Students must not browse the server's disk; alone, your own folders are the point.
             allow_local_paths=_flag("TL_STUDIO_ALLOW_PATHS", not room),
             devices=os.environ.get("TL_STUDIO_DEVICES", "").strip() or None,
+            executor=_choice("TL_STUDIO_EXECUTOR", EXECUTORS),
+            ray_address=os.environ.get("TL_STUDIO_RAY_ADDRESS", "").strip() or None,
+            ray_cpus_per_job=max(1, round(_number("TL_STUDIO_RAY_CPUS", 2) or 1)),
+            ray_max_data_mb=_number("TL_STUDIO_RAY_MAX_DATA_MB", 1024.0) or 0.0,
         )
 
     def check_instructor(self, token: str) -> bool:

@@ -181,7 +181,7 @@ def queue_rows(snaps: Sequence[JobStatus], now: float | None = None) -> list[dic
                 "data": s.data_label,
                 "backbone": s.backbone,
                 "strategy": s.strategy,
-                "device": s.device or "—",
+                "device": f"{s.device or '—'} on {s.node}" if s.node else s.device or "—",
                 "status": stage_text(s) if queued else f"{s.status}: {stage_text(s)}",
                 "position": str(s.queue_position or "") if queued else "—",
                 "ETA": eta,

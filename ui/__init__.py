@@ -184,8 +184,14 @@ def _manager(home: str, config: StudioSettings) -> Any:
 
 
 def job_manager() -> Any:
-    """Shared by every tab: jobs run in worker processes and outlive any session."""
-    return _manager(str(studio_home()), settings())
+    """Shared by every tab: jobs run in worker processes and outlive any session. A Ray cluster
+    that can't be reached stops the page with its one-line reason (and is tried again on the
+    next rerun: a failed start is not cached)."""
+    try:
+        return _manager(str(studio_home()), settings())
+    except TLError as exc:
+        error(exc, "Start the cluster (`ray start --head`), or run the app without `--executor ray`.")
+        st.stop()
 
 
 class _LRU:
