@@ -193,7 +193,7 @@ def test_a_job_placed_on_a_gpu_trains_on_cuda_in_its_worker(
     import threading
 
     import tl_core.devices
-    from tl_core.runner import JobSpec, _prepare, Reporter
+    from tl_core.runner import JobSpec, Reporter, _prepare
 
     asked: list[str] = []
 

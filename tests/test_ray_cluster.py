@@ -10,7 +10,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from conftest import tiny_config
+from conftest import tiny_config, wait_for
 from tl_core.jobs import JobManager
 from tl_core.runs import Run
 
@@ -46,3 +46,30 @@ def test_jobs_spread_over_the_nodes_and_each_records_its_node(
     assert sorted(node_ids) == sorted(n.node_id for n in two_nodes.list_all_nodes())  # one job each
     assert [s.node for s in snaps] == [f"{st['node']} ({st['node_id'][:8]})" for st in statuses]
     assert len(rows) == 2 and all(r["device"].startswith("Ray node ") for r in rows)
+
+
+def test_a_lost_node_fails_only_its_job_and_the_queue_goes_on(
+    two_nodes: Cluster, studio_home: Path, color_folders: Path
+) -> None:
+    from tl_core.ray_executor import RayExecutor
+
+    worker = next(n for n in two_nodes.list_all_nodes() if n is not two_nodes.head_node)
+    manager = JobManager(executor=RayExecutor(two_nodes.address, cpus_per_job=1))
+    try:
+        long = tiny_config(color_folders, strategy="fine-tune-all", epochs=500, patience=None)
+        ids = [manager.submit(long), manager.submit(long)]  # one on each node
+        wait_for(lambda: all(manager.snapshot(i).epoch >= 1 for i in ids), timeout=180)
+        on_worker = next(i for i in ids if worker.node_id[:8] in manager.snapshot(i).node)
+        survivor = next(i for i in ids if i != on_worker)
+        two_nodes.remove_node(worker)
+        lost = manager.wait(on_worker, timeout=120)
+        assert lost.status == "failed" and "died" in lost.error and worker.node_id[:8] in lost.error
+        assert Run(lost.run_dir).status()["status"] == "failed"
+        assert manager.snapshot(survivor).status == "running"  # the other node's job goes on
+        manager.stop(survivor)
+        assert manager.wait(survivor, timeout=60).status == "stopped"
+        nxt = manager.wait(manager.submit(tiny_config(color_folders, epochs=1)), timeout=120)
+        assert nxt.status == "completed", nxt.error
+        assert two_nodes.head_node.node_id[:8] in nxt.node
+    finally:
+        manager.shutdown()

@@ -366,6 +366,7 @@ class RayExecutor:
     def _fail_lost(job: _Job, run: Run, exc: BaseException, emit: Any) -> None:
         """The actor or its node died: this job fails with the reason, the queue goes on."""
         reason = next((line.strip() for line in str(exc).splitlines() if "because" in line), "")
+        reason = reason.split(". ")[0].rstrip(".")  # Ray's first sentence: "...because its node has died"
         where = f"on {job.node}" if job.node else "before it reached a node"
         error = (
             f"The Ray worker running this job {where} died ({reason or type(exc).__name__}). Your "
