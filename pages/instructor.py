@@ -38,12 +38,18 @@ def queue() -> None:
 @st.fragment(run_every=5.0)
 def machine() -> None:
     st.subheader("Devices")
-    st.dataframe(pd.DataFrame(device_stats()), hide_index=True, width="stretch")
     rows = manager.executor.describe()
     local = all(w["pid"] for w in rows)  # a Ray cluster's nodes have no pid of ours
+    if not local:
+        st.caption("This machine (the app's; the jobs run on the Ray nodes below)")
+    st.dataframe(pd.DataFrame(device_stats()), hide_index=True, width="stretch")
     workers = [
         {"device": w["device"], "state": w["state"]}
-        | ({"pid": w["pid"], "up": ui_text.clock(w.get("up_s", 0)), "memory (MB)": process_rss_mb(w["pid"])} if local else {})
+        | (
+            {"pid": w["pid"], "up": ui_text.clock(w.get("up_s", 0)), "memory (MB)": process_rss_mb(w["pid"])}
+            if local
+            else {}
+        )
         for w in rows
     ]
     st.caption(

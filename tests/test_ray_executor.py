@@ -187,3 +187,24 @@ def test_settings_and_cli_choose_the_executor(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ConfigError, match="use one of local, ray"):
         StudioSettings.from_env()
     assert json.dumps(s.to_dict())
+
+
+def test_a_job_waiting_for_a_busy_cluster_stops_at_once(ray_manager: JobManager, color_folders: Path) -> None:
+    from tl_core.ray_executor import WAITING
+
+    @ray.remote(num_cpus=2)
+    class Hog:  # another user's work holding every CPU of the cluster
+        def ready(self) -> bool:
+            return True
+
+    hog = Hog.remote()
+    ray.get(hog.ready.remote())
+    try:
+        job = ray_manager.submit(tiny_config(color_folders, epochs=1))
+        wait_for(lambda: ray_manager.snapshot(job).stage == WAITING, timeout=60)
+        ray_manager.stop(job)
+        snap = ray_manager.wait(job, timeout=30)
+        assert (snap.status, snap.stage, snap.history) == ("stopped", "stopped while waiting", [])
+        assert Run(snap.run_dir).status()["status"] == "stopped"
+    finally:
+        ray.kill(hog)

@@ -48,6 +48,7 @@ _EXPORTS = {
     "Executor": "executors",
     "ThreadExecutor": "executors",
     "ProcessExecutor": "executors",
+    "RayExecutor": "ray_executor",
     "DeviceLock": "devicelock",
     "StudioSettings": "settings",
     "SOLO": "workspaces",

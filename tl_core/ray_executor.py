@@ -198,6 +198,8 @@ class _Job:
     actor: Any = None
     placed: bool = False
     """The actor reported from its node: a Stop now saves what was trained."""
+    killed: bool = False
+    """Stopped while still waiting for a node: its actor was killed, nothing was trained."""
     node: str = ""
     epochs: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -335,7 +337,7 @@ class RayExecutor:
                         return  # the job's own done event was delivered
                 raise RuntimeError("the job's stream ended without a done event")
             except RayError as exc:
-                if job.stop.is_set() and not job.placed:
+                if job.killed:
                     finish(run, "stopped", {}, {"status": "stopped", "stage": "stopped while waiting"}, emit)
                 else:
                     self._fail_lost(job, run, exc, emit)
@@ -391,6 +393,7 @@ class RayExecutor:
         if placed:
             actor.stop.remote()  # within one batch, keeping the best weights
         else:
+            job.killed = True
             ray.kill(actor)  # still waiting for a node: nothing to save
 
     def warm(self, device: str, on_event: OnEvent) -> None:
