@@ -208,3 +208,17 @@ def test_a_job_waiting_for_a_busy_cluster_stops_at_once(ray_manager: JobManager,
         assert Run(snap.run_dir).status()["status"] == "stopped"
     finally:
         ray.kill(hog)
+
+
+def test_a_finished_jobs_worker_takes_the_next_job_and_is_let_go_when_idle(
+    ray_manager: JobManager, color_folders: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = ray_manager.wait(ray_manager.submit(tiny_config(color_folders, epochs=1)), timeout=120)
+    second = ray_manager.wait(ray_manager.submit(tiny_config(color_folders, epochs=1)), timeout=120)
+    assert first.status == second.status == "completed"
+    pids = [Run(s.run_dir).status()["pid"] for s in (first, second)]
+    assert pids[0] == pids[1]  # one worker process, torch imported once
+    executor = ray_manager.executor
+    assert len(executor._idle) == 1
+    monkeypatch.setattr("tl_core.ray_executor.IDLE_S", 0.0)
+    wait_for(lambda: not executor._idle, timeout=30)  # its CPU goes back to the cluster

@@ -54,6 +54,8 @@ DEFAULT_MAX_DATA_MB = 1024.0
 DEFAULT_CPUS_PER_JOB = 2
 CONNECT_TIMEOUT_S = 5.0
 WAITING = "waiting for a Ray worker"
+IDLE_S = 60.0
+"""A finished job's worker waits this long for the next job, then gives its GPU back to Ray."""
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -114,11 +116,16 @@ def check_cluster(address: str) -> None:
 
 # -- on the node ------------------------------------------------------------------------------------
 class JobActor:
-    """One job on whichever node Ray picked: ``run`` streams the runner's events, ``stop``
-    (served on a second thread) asks it to stop within a batch."""
+    """A worker on whichever node Ray picked: ``run`` streams one job's events, ``stop``
+    (served on a second thread) asks it to stop within a batch. The executor hands a finished
+    actor the next job with the same resources, so torch is imported once per worker, not
+    once per job."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
+
+    def ping(self) -> bool:
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -132,6 +139,7 @@ class JobActor:
     ) -> Iterator[dict[str, Any]]:
         import ray
 
+        self._stop = threading.Event()  # this job's
         node_id = ray.get_runtime_context().get_node_id()
         gpus = [str(g) for g in ray.get_gpu_ids()]
         device = f"cuda:{gpus[0]}" if gpus else "cpu"
@@ -172,6 +180,7 @@ class JobActor:
                     yield {"type": "files", "files": files}
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            _release_memory()
 
     @staticmethod
     def _receive(shipped: tuple[str, list[Any]] | None, emit: Any) -> str | None:
@@ -187,6 +196,17 @@ class JobActor:
             emit({"type": "update", "fields": {"stage": "receiving the data"}})
             folder = unpack_data(ray.get(refs[0]))
         return str(folder)
+
+
+def _release_memory() -> None:
+    """Between jobs, hand cached GPU blocks back, so the next job gets the whole card."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # -- on the app's machine ---------------------------------------------------------------------------
@@ -234,7 +254,10 @@ class RayExecutor:
         self._packs: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self._idle: list[tuple[Any, str, float]] = []
+        """Workers whose job ended: (actor, what it holds, since when)."""
         self._closed = False
+        threading.Thread(target=self._reap_idle, name="tl-ray-idle", daemon=True).start()
 
     # -- the cluster --------------------------------------------------------------------------
     def _alive_nodes(self, max_age_s: float = 5.0) -> list[dict[str, Any]]:
@@ -320,6 +343,8 @@ class RayExecutor:
         spec, run = job.spec, Run(job.spec.run_dir)
         emit = functools.partial(job.on_event, spec.job_id)
         reporter = Reporter(emit, job.stop)
+        options: dict[str, Any] = {}
+        reusable = False
         try:
             try:
                 cfg = TrainConfig.from_dict(spec.config)
@@ -330,13 +355,15 @@ class RayExecutor:
                 with job.lock:
                     if job.stop.is_set():
                         raise Stopped
-                    job.actor = self._actor_class.options(**options).remote()
+                    job.actor = self._take_actor(options)
                 stream = job.actor.run.remote(spec.to_dict(), dataset.to_dict(), shipped, read_files(run.dir))
                 for ref in stream:
                     if not self._receive(job, run, ray.get(ref)):
-                        return  # the job's own done event was delivered
+                        reusable = True  # the job ended its own way: its worker is fine
+                        return
                 raise RuntimeError("the job's stream ended without a done event")
             except RayError as exc:
+                reusable = False
                 if job.killed:
                     finish(run, "stopped", {}, {"status": "stopped", "stage": "stopped while waiting"}, emit)
                 else:
@@ -347,7 +374,53 @@ class RayExecutor:
             with self._lock:
                 self._jobs.pop(spec.job_id, None)
             if job.actor is not None:
-                ray.kill(job.actor)  # its resources go back now, not when Ray notices
+                self._give_back(job.actor, options, reusable)
+
+    def _take_actor(self, options: dict[str, Any]) -> Any:
+        """An idle worker holding what ``options`` asks for, else a new one (idle workers that
+        hold something else are let go first, so Ray can place it)."""
+        import ray
+        from ray.exceptions import RayError
+
+        key = repr(sorted(options.items()))
+        while True:
+            with self._lock:
+                same = [e for e in self._idle if e[1] == key]
+                pick = same[-1][0] if same else None  # the most recently used: still warm
+                others, self._idle = (
+                    ([], [e for e in self._idle if e[0] is not pick]) if same else (self._idle, [])
+                )
+            for actor, _, _ in others:
+                ray.kill(actor)
+            if pick is None:
+                return self._actor_class.options(**options).remote()
+            try:  # a worker whose node was lost meanwhile is not given a job
+                ray.get(pick.ping.remote(), timeout=10)
+                return pick
+            except RayError:
+                ray.kill(pick)
+
+    def _give_back(self, actor: Any, options: dict[str, Any], reusable: bool) -> None:
+        import ray
+
+        with self._lock:
+            if reusable and not self._closed:
+                self._idle.append((actor, repr(sorted(options.items())), time.monotonic()))
+                return
+        ray.kill(actor)  # its resources go back now, not when Ray notices
+
+    def _reap_idle(self) -> None:
+        """Let idle workers go after ``IDLE_S``: a shared cluster gets its GPUs back."""
+        import ray
+
+        while not self._closed:
+            time.sleep(max(0.1, min(IDLE_S / 4, 5.0)))
+            now = time.monotonic()
+            with self._lock:
+                old = [e for e in self._idle if now - e[2] > IDLE_S]
+                self._idle = [e for e in self._idle if e not in old]
+            for actor, _, _ in old:
+                ray.kill(actor)
 
     def _receive(self, job: _Job, run: Run, event: dict[str, Any]) -> bool:
         """Handle one event from the node; False after the job's ``done``."""
@@ -423,7 +496,10 @@ class RayExecutor:
         with self._lock:
             self._closed = True
             jobs = list(self._jobs.values())
+            idle, self._idle = self._idle, []
         for job in jobs:
             self.stop(job.spec.job_id)
+        for actor, _, _ in idle:
+            ray.kill(actor)
         if self._started_here:
             ray.shutdown()
