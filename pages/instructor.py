@@ -39,7 +39,7 @@ def queue() -> None:
 def machine() -> None:
     st.subheader("Devices")
     rows = manager.executor.describe()
-    local = all(w["pid"] for w in rows)  # a Ray cluster's nodes have no pid of ours
+    local = not manager.on_cluster
     if not local:
         st.caption("This machine (the app's; the jobs run on the Ray nodes below)")
     st.dataframe(pd.DataFrame(device_stats()), hide_index=True, width="stretch")

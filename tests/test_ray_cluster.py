@@ -18,13 +18,20 @@ NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024**2}
 
 
 @pytest.fixture(scope="module")
-def two_nodes() -> Iterator[Cluster]:
+def cluster() -> Iterator[Cluster]:
     assert not ray.is_initialized()  # this module joins its own cluster by address
     cluster = Cluster(initialize_head=True, head_node_args=NODE | {"include_dashboard": False})
-    cluster.add_node(**NODE)
-    cluster.wait_for_nodes()
     yield cluster
     cluster.shutdown()
+
+
+@pytest.fixture
+def two_nodes(cluster: Cluster) -> Cluster:
+    """The head and one worker node (a test before may have removed the worker)."""
+    if len(cluster.list_all_nodes()) < 2:
+        cluster.add_node(**NODE)
+    cluster.wait_for_nodes()
+    return cluster
 
 
 def test_jobs_spread_over_the_nodes_and_each_records_its_node(
@@ -44,7 +51,8 @@ def test_jobs_spread_over_the_nodes_and_each_records_its_node(
     statuses = [Run(s.run_dir).status() for s in snaps]
     node_ids = [st["node_id"] for st in statuses]
     assert sorted(node_ids) == sorted(n.node_id for n in two_nodes.list_all_nodes())  # one job each
-    assert [s.node for s in snaps] == [f"{st['node']} ({st['node_id'][:8]})" for st in statuses]
+    assert [s.node for s in snaps] == [st["node"] for st in statuses]  # the queue's label is the run's
+    assert all(st["node"].endswith(f"({st['node_id'][:8]})") for st in statuses)
     assert len(rows) == 2 and all(r["device"].startswith("Ray node ") for r in rows)
 
 
@@ -73,3 +81,22 @@ def test_a_lost_node_fails_only_its_job_and_the_queue_goes_on(
         assert two_nodes.head_node.node_id[:8] in nxt.node
     finally:
         manager.shutdown()
+
+
+def test_an_idle_worker_on_a_lost_node_is_not_given_the_next_job(
+    two_nodes: Cluster, studio_home: Path, color_folders: Path
+) -> None:
+    from tl_core.ray_executor import RayExecutor
+
+    worker = next(n for n in two_nodes.list_all_nodes() if n is not two_nodes.head_node)
+    manager = JobManager(executor=RayExecutor(two_nodes.address, cpus_per_job=1))
+    try:
+        short = tiny_config(color_folders, epochs=1)
+        first = [manager.wait(i, timeout=180) for i in [manager.submit(short), manager.submit(short)]]
+        assert len({s.node for s in first}) == 2 and len(manager.executor._idle) == 2  # warm on both
+        two_nodes.remove_node(worker)
+        again = [manager.wait(i, timeout=180) for i in [manager.submit(short), manager.submit(short)]]
+    finally:
+        manager.shutdown()
+    assert [s.status for s in again] == ["completed", "completed"], [s.error for s in again]
+    assert all(two_nodes.head_node.node_id[:8] in s.node for s in again)

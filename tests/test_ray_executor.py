@@ -59,15 +59,22 @@ def _files(run_dir: str) -> set[str]:
 
 
 def test_two_jobs_through_ray_write_the_runs_the_local_executor_writes(
-    ray_manager: JobManager, color_folders: Path
+    ray_manager: JobManager, color_folders: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from tl_core.feature_space import load_snapshots
+
+    events: list[tuple[str, dict]] = []
+    deliver = ray_manager._on_event
+
+    def record(job_id: str, event: dict) -> None:
+        events.append((job_id, event))
+        deliver(job_id, event)
+
+    monkeypatch.setattr(ray_manager, "_on_event", record)
     cfg = tiny_config(color_folders, epochs=3, patience=None)
     ids = [ray_manager.submit(cfg), ray_manager.submit(cfg)]
-    seen: list[tuple[str, int]] = []
-    while not all(ray_manager.snapshot(i).finished for i in ids):
-        snap = ray_manager.snapshot(ids[0])
-        seen.append((snap.stage, len(snap.history)))
-        time.sleep(0.01)
+    for job_id in ids:
+        ray_manager.wait(job_id, timeout=120)
     local = JobManager()
     try:
         ref = local.wait(local.submit(cfg), timeout=120)
@@ -82,23 +89,27 @@ def test_two_jobs_through_ray_write_the_runs_the_local_executor_writes(
         run, mine = Run(snap.run_dir), Run(ref.run_dir)
         # The run folder is written here, file for file as the local executor writes it...
         assert _files(snap.run_dir) == _files(ref.run_dir) == RUN_FILES
-        for name in ("split.json", "labels.json", "dataset.json", "data_config.json"):
+        for name in ("config.json", "split.json", "labels.json", "dataset.json", "data_config.json"):
             assert run.read_json(name) == mine.read_json(name), name  # the app's paths, not the node's
         assert [p["path"] for p in run.read_json("predictions.json")] == [
             p["path"] for p in mine.read_json("predictions.json")
         ]
+        assert load_snapshots(run).paths == load_snapshots(mine).paths
         assert len(run.metrics()) == 3
         assert run.load_weights().keys() == mine.load_weights().keys()
         # ...and only the record of where it ran tells them apart.
         status = run.status()
         assert status["status"] == "completed" and status["epochs_run"] == 3
         assert status["node_id"] and status["device"] == "cpu" and "node" not in mine.status()
-    stages = {stage for stage, _ in seen}
-    assert {"scanning images", "training"} <= stages  # progress came through Ray, not at the end
-    assert any(0 < n < 3 for _, n in seen)  # epochs arrived one by one
+    for job_id in ids:  # progress came through Ray as it happened, the end last
+        kinds = [e["type"] for j, e in events if j == job_id]
+        stages = [e["fields"].get("stage") for j, e in events if j == job_id and e["type"] == "update"]
+        assert kinds.count("history") == 3 and kinds.count("done") == 1 and kinds[-1] == "done"
+        assert stages[0] == "scanning images" and "training" in stages
+        assert kinds.index("history") > kinds.index("update")
 
 
-def test_stop_reaches_the_job_on_its_node_and_keeps_its_best_weights(
+def test_stop_reaches_the_job_on_its_node_within_its_epoch_and_keeps_its_best_weights(
     ray_manager: JobManager, color_folders: Path
 ) -> None:
     job = ray_manager.submit(long_job(color_folders))
@@ -133,6 +144,7 @@ def test_data_too_large_to_send_is_read_from_the_shared_path(
     manager = JobManager(executor=RayExecutor(cpus_per_job=1, max_data_mb=0))
     try:
         snap = manager.wait(manager.submit(tiny_config(color_folders, epochs=1)), timeout=120)
+        assert not manager.executor._packs  # nothing went through the object store
     finally:
         manager.shutdown()
     assert snap.status == "completed", snap.error  # one machine: the path is "shared"
@@ -222,3 +234,12 @@ def test_a_finished_jobs_worker_takes_the_next_job_and_is_let_go_when_idle(
     assert len(executor._idle) == 1
     monkeypatch.setattr("tl_core.ray_executor.IDLE_S", 0.0)
     wait_for(lambda: not executor._idle, timeout=30)  # its CPU goes back to the cluster
+
+
+def test_a_node_with_another_version_of_the_studio_says_so(
+    ray_manager: JobManager, color_folders: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tl_core.ray_executor.__version__", "9.9.9")  # the app's side only
+    snap = ray_manager.wait(ray_manager.submit(tiny_config(color_folders, epochs=1)), timeout=120)
+    assert snap.status == "failed" and snap.user_error
+    assert "the app 9.9.9: install the same version on every node" in snap.error

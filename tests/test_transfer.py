@@ -84,3 +84,15 @@ def test_a_node_that_cannot_see_the_shared_path_says_so(
     done = events[-1]["fields"]
     assert done["status"] == "failed" and done["user_error"]
     assert "can't see the data at" in done["error"] and "same path on every node" in done["error"]
+
+
+def test_a_nodes_data_cache_drops_the_least_recently_used(tmp_path: Path) -> None:
+    from tl_core.transfer import DataPack, prune_data_cache
+
+    cache = tmp_path / "cache"
+    folders = [unpack_data(DataPack(f"k{i}", {"a/x.png": bytes(1000)}), cache) for i in range(3)]
+    for i, folder in enumerate(folders):
+        os.utime(folder, (1000 + i, 1000 + i))  # k0 oldest
+    assert cached_data("k1", cache) == folders[1]  # reading it makes it the newest
+    removed = prune_data_cache(keep=folders[2], cache=cache, max_bytes=2500)
+    assert removed == [folders[0]] and folders[1].is_dir() and folders[2].is_dir()

@@ -356,10 +356,10 @@ def _app(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.executor == "ray":
         env |= {"TL_STUDIO_EXECUTOR": "ray", "TL_STUDIO_RAY_CPUS": str(settings.ray_cpus_per_job)}
-        if settings.ray_address:  # an unreachable cluster fails here, in seconds, not in the app
-            from .ray_executor import check_cluster
+        from .ray_executor import check_cluster
 
-            check_cluster(settings.ray_address)
+        check_cluster(settings.ray_address)  # no Ray, or no cluster there: one line now, not in the app
+        if settings.ray_address:
             env["TL_STUDIO_RAY_ADDRESS"] = settings.ray_address
     # Become the server (no child left behind when a supervisor stops this process).
     os.chdir(app.parent)

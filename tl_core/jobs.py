@@ -171,9 +171,8 @@ def _default_pool(executor: Executor) -> list[str]:
     an executor with devices of its own (a Ray cluster) names them."""
     from .devices import visible_devices
 
-    own = getattr(executor, "devices", None)
-    if own is not None:
-        return own()
+    if getattr(executor, "is_cluster", False):
+        return executor.devices()  # type: ignore[attr-defined]
     pool = visible_devices()
     return pool if isinstance(executor, ProcessExecutor) else pool[:1]
 
@@ -242,15 +241,19 @@ class JobManager:
             self._pool = _default_pool(self.executor)
         return self._pool
 
+    @property
+    def on_cluster(self) -> bool:
+        """Jobs run on a cluster (Ray) that picks node and GPU itself."""
+        return getattr(self.executor, "is_cluster", False)
+
     def _limit(self, device: str) -> int:
         """Jobs ``device`` runs at once: ``max_per_device``, or a cluster's own capacity."""
-        capacity = getattr(self.executor, "capacity", None)
-        return capacity(device) if capacity is not None else self.max_per_device
+        return self.executor.capacity(device) if self.on_cluster else self.max_per_device  # type: ignore[attr-defined]
 
     def _wants(self, requested: str) -> str | None:
         """The device a job asking for ``requested`` must run on; None for any of the pool."""
         pool = self.devices
-        if hasattr(self.executor, "capacity"):  # a cluster: its scheduler picks node and GPU
+        if self.on_cluster:  # its scheduler picks node and GPU
             if requested in ("auto", "cuda", "cpu"):
                 return None
             from .errors import ConfigError
@@ -512,19 +515,22 @@ class JobManager:
             if fields["status"] == "failed" and fields.get("error_type") == "WorkerDied":
                 job.run.write_status("failed", error=fields.get("error"), finished_at=fields["finished_at"])
         finally:
-            with self._lock:
-                self._running.pop(job.id, None)
-                started = job.peek("started_at")
-                # Time-limited jobs are the long ones: leaving them out would promise short waits.
-                counts = (
-                    fields.get("status") == "completed" or fields.get("stage") == STOP_STAGES["time-limit"]
-                )
-                if counts and started:
-                    key = (job.kind, job.config.strategy)  # a short LR test says little of training
-                    self._durations = [*self._durations[-49:], (key, time.time() - started)]
-                self._dispatch_locked()
-                self._prune_locked()
-            job.done.set()
+            try:
+                with self._lock:
+                    self._running.pop(job.id, None)
+                    started = job.peek("started_at")
+                    # Time-limited jobs are the long ones: leaving them out would promise short waits.
+                    counts = (
+                        fields.get("status") == "completed"
+                        or fields.get("stage") == STOP_STAGES["time-limit"]
+                    )
+                    if counts and started:
+                        key = (job.kind, job.config.strategy)  # a short LR test says little of training
+                        self._durations = [*self._durations[-49:], (key, time.time() - started)]
+                    self._dispatch_locked()
+                    self._prune_locked()
+            finally:
+                job.done.set()  # even if starting the next job failed: this one has ended
 
     def _prune_locked(self) -> None:
         finished = [j for j in self._jobs.values() if j.done.is_set() or j.peek("status") in FINISHED]

@@ -1,8 +1,8 @@
 """``RayExecutor``: the job queue's jobs on a Ray cluster (``--executor ray``).
 
 The app still decides *which* job goes next (its fair queue and quotas); Ray decides *where*:
-each job is a Ray actor asking for one GPU (or ``cpus_per_job`` CPUs on a CPU-only cluster).
-Nothing is shared but Ray itself:
+each job runs on a Ray actor that asks for one GPU (or ``cpus_per_job`` CPUs on a cluster
+without GPUs). Nothing is shared but Ray itself:
 
 - the app scans the data and sends the images through Ray's object store (``transfer``); data
   over ``max_data_mb`` must instead be at the same path on every node, which the job checks;
@@ -12,14 +12,19 @@ Nothing is shared but Ray itself:
 - so the run folder is written on the app's machine, exactly as with the local executors;
   only ``node`` (and the GPU in ``device``) tell where the job ran.
 
-Ray is optional (``pip install -e ".[cluster]"``): this module imports it only when used.
+A finished job's actor takes the next job that asks for the same resources, so torch is
+imported once per worker; one idle for ``IDLE_S`` is let go. Ray is optional (``pip install
+-e ".[cluster]"``): this module imports it only when used.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
+import importlib.util
 import logging
+import os
 import queue
 import shutil
 import socket
@@ -31,22 +36,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .config import TrainConfig
 from .errors import ClusterError
 from .executors import OnEvent
 from .runner import JobSpec, Reporter, Stopped, failure, finish, run_job, scan
-from .runs import Run
+from .runs import Run, pid_alive
 from .transfer import (
     FolderChanges,
     cached_data,
     data_fingerprint,
     pack_dataset,
+    prune_data_cache,
     read_files,
     unpack_data,
     write_files,
 )
-
-_log = logging.getLogger(__name__)
 
 POOL = "ray"
 """The manager's one device name for the whole cluster; its capacity is the cluster's."""
@@ -56,6 +61,18 @@ CONNECT_TIMEOUT_S = 5.0
 WAITING = "waiting for a Ray worker"
 IDLE_S = 60.0
 """A finished job's worker waits this long for the next job, then gives its GPU back to Ray."""
+NODES_EVERY_S = 5.0
+"""How often the cluster's nodes are looked up (capacity, the instructor's view)."""
+SCRATCH_PREFIX = "tl-studio-job-"
+
+
+def require_ray() -> None:
+    """Ray is an extra: say how to get it, in one line."""
+    if importlib.util.find_spec("ray") is None:
+        raise ClusterError(
+            "The Ray executor needs Ray: pip install -e '.[cluster]' on this machine and on every "
+            "worker node."
+        )
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -75,18 +92,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def connect(address: str | None = None) -> bool:
-    """Join the cluster at ``address`` (``host:port``, ``ray://host:port`` or ``auto``), or
-    start a local one when None; True when this call started Ray. An unreachable address fails
-    in seconds with one line, never a hang."""
-    try:
-        import ray
-    except ImportError:
-        raise ClusterError(
-            "The Ray executor needs Ray: pip install -e '.[cluster]' on this machine and on every "
-            "worker node."
-        ) from None
-    if ray.is_initialized():
+    """Join the cluster at ``address`` (``host:port``, ``ray://host:port`` or ``auto``; None:
+    ``RAY_ADDRESS``, else start a local Ray); True when this call connected. An unreachable
+    address fails in seconds with one line, never a hang."""
+    require_ray()
+    import ray
+
+    if ray.is_initialized():  # a notebook that called ray.init() itself
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address not in ("auto", "local"):
         host, port = _host_port(address)
         try:
@@ -97,38 +111,46 @@ def connect(address: str | None = None) -> bool:
     if not address:  # a new local cluster: no dashboard to serve
         options["include_dashboard"] = False
     try:
-        ray.init(address=address or None, **options)
+        ray.init(address=address, **options)
     except Exception as exc:
-        raise ClusterError(
-            f"can't reach Ray at {address or 'a new local cluster'}: {_first_line(exc)}"
-        ) from None
+        where = address or "a new local cluster"
+        raise ClusterError(f"can't reach Ray at {where}: {_first_line(exc)}") from None
     return True
 
 
-def check_cluster(address: str) -> None:
-    """Fail now, with one line, if the cluster at ``address`` can't be joined (the CLI checks
-    before it starts the app, which would otherwise fail on its first page)."""
-    import ray
+def check_cluster(address: str | None) -> None:
+    """Fail now, with one line, if Ray is missing or the cluster at ``address`` can't be
+    joined: the CLI checks before it starts the app, which would otherwise fail on its first
+    page."""
+    require_ray()
+    if address and connect(address):
+        import ray
 
-    if connect(address):
         ray.shutdown()
+
+
+def node_label(host: str, node_id: str) -> str:
+    """How a node is named in the queue and in the run: two nodes may share a host name."""
+    return f"{host} ({node_id[:8]})"
 
 
 # -- on the node ------------------------------------------------------------------------------------
 class JobActor:
     """A worker on whichever node Ray picked: ``run`` streams one job's events, ``stop``
-    (served on a second thread) asks it to stop within a batch. The executor hands a finished
-    actor the next job with the same resources, so torch is imported once per worker, not
-    once per job."""
+    (served on a second thread) asks that job to stop within a batch."""
 
     def __init__(self) -> None:
+        self._job: str | None = None
         self._stop = threading.Event()
+        _sweep_scratch()
 
     def ping(self) -> bool:
         return True
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, job_id: str) -> None:
+        """Only the job it was meant for: a late Stop never reaches this worker's next job."""
+        if job_id == self._job:
+            self._stop.set()
 
     def run(
         self,
@@ -136,39 +158,48 @@ class JobActor:
         dataset: dict[str, Any],
         shipped: tuple[str, list[Any]] | None,
         seed: dict[str, bytes],
+        app_version: str,
     ) -> Iterator[dict[str, Any]]:
         import ray
 
-        self._stop = threading.Event()  # this job's
+        self._job, self._stop = spec["job_id"], threading.Event()
         node_id = ray.get_runtime_context().get_node_id()
         gpus = [str(g) for g in ray.get_gpu_ids()]
         device = f"cuda:{gpus[0]}" if gpus else "cpu"
-        work = Path(tempfile.mkdtemp(prefix="tl-studio-job-"))
+        node = node_label(socket.gethostname(), node_id)
+        work = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         run = Run(work / Path(spec["run_dir"]).name)  # the same name: messages cite the run id
         try:
             write_files(run.dir, seed)
-            node = socket.gethostname()
             run.write_status("running", node=node, node_id=node_id, device=device)
-            yield {"type": "update", "fields": {"node": f"{node} ({node_id[:8]})", "device": device}}
+            changes = FolderChanges(run.dir)
+            changes.take()  # the app has these already
+            yield {"type": "update", "fields": {"node": node, "device": device}}
             events: queue.Queue[dict[str, Any]] = queue.Queue()
 
-            def work_() -> None:
+            def job_thread() -> None:
+                """Everything that can fail ends in the job's ``done`` event, never in silence."""
                 try:
-                    data_root = self._receive(shipped, events.put)
-                except Exception as exc:  # a full disk on the node: this job fails, readably
+                    if app_version != __version__:
+                        raise ClusterError(
+                            f"Node {node} has tl-studio {__version__} and the app {app_version}: "
+                            "install the same version on every node (pip install -e '.[cluster]')."
+                        )
+                    data_root = self._fetch_data(shipped, events.put)
+                    local = spec | {
+                        "run_dir": str(run.dir),
+                        "device": device,
+                        "dataset": dataset,
+                        "data_root": data_root,
+                        "lock_device": bool(gpus),  # Ray shares out the CPUs; a GPU may have CLI users
+                    }
+                    job = JobSpec(**local)
+                except Exception as exc:
                     finish(run, *failure(exc, run), events.put)
                     return
-                local = spec | {
-                    "run_dir": str(run.dir),
-                    "device": device,
-                    "dataset": dataset,
-                    "data_root": data_root,
-                    "lock_device": bool(gpus),  # Ray shares out the CPUs; a GPU may have CLI users too
-                }
-                run_job(JobSpec(**local), events.put, self._stop)
+                run_job(job, events.put, self._stop)
 
-            threading.Thread(target=work_, name="tl-ray-job", daemon=True).start()
-            changes = FolderChanges(run.dir)
+            threading.Thread(target=job_thread, name="tl-ray-job", daemon=True).start()
             while True:
                 event = events.get()
                 if event["type"] == "done":
@@ -183,7 +214,7 @@ class JobActor:
             _release_memory()
 
     @staticmethod
-    def _receive(shipped: tuple[str, list[Any]] | None, emit: Any) -> str | None:
+    def _fetch_data(shipped: tuple[str, list[Any]] | None, emit: Any) -> str | None:
         """The node's copy of the data (from its cache, else from the object store); None when
         the data wasn't sent and must be at the app's paths."""
         if shipped is None:
@@ -195,7 +226,16 @@ class JobActor:
         if folder is None:
             emit({"type": "update", "fields": {"stage": "receiving the data"}})
             folder = unpack_data(ray.get(refs[0]))
+            prune_data_cache(keep=folder)
         return str(folder)
+
+
+def _sweep_scratch() -> None:
+    """Scratch folders of workers that died mid-job (their pid is in the name)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _release_memory() -> None:
@@ -216,25 +256,33 @@ class _Job:
     on_event: OnEvent
     stop: threading.Event = field(default_factory=threading.Event)
     actor: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
     placed: bool = False
     """The actor reported from its node: a Stop now saves what was trained."""
     killed: bool = False
     """Stopped while still waiting for a node: its actor was killed, nothing was trained."""
+    pending: bool = False
+    """Its new worker waits for Ray to find room: idle workers must make way."""
+    done_sent: bool = False
     node: str = ""
     epochs: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    """Guards ``actor``, ``placed`` and ``killed`` between ``stop`` and the job's thread."""
 
 
 class RayExecutor:
-    """Runs jobs as Ray actors; see the module's docstring.
+    """Runs jobs on Ray actors; see the module's docstring.
 
     Args:
         address: the cluster (``host:port``, ``ray://host:port``, ``auto``); None starts a
-            local Ray, to try it on one machine.
+            local Ray (or joins ``RAY_ADDRESS``), to try it on one machine.
         max_data_mb: data up to this size travels through Ray's object store; larger data
-            must be at the same path on every node.
+            must be at the same path on every node (0: never send).
         cpus_per_job: what a job asks for on a cluster without GPUs.
     """
+
+    is_cluster = True
+    """Ray picks node and GPU; the manager asks ``capacity`` how many jobs fit."""
 
     def __init__(
         self,
@@ -246,45 +294,45 @@ class RayExecutor:
         self.address = address
         self.max_data_bytes = max_data_mb * 1e6
         self.cpus_per_job = max(1, int(cpus_per_job))
-        self._started_here = connect(address)
+        self._connected_here = connect(address)
         import ray
 
         self._actor_class = ray.remote(JobActor)
         self._jobs: dict[str, _Job] = {}
         self._packs: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._lock = threading.Lock()
-        self._nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self._nodes: list[dict[str, Any]] = []
+        self._refresh_nodes()
         self._idle: list[tuple[Any, str, float]] = []
         """Workers whose job ended: (actor, what it holds, since when)."""
         self._closed = False
-        threading.Thread(target=self._reap_idle, name="tl-ray-idle", daemon=True).start()
+        threading.Thread(target=self._housekeeping, name="tl-ray-housekeeping", daemon=True).start()
 
     # -- the cluster --------------------------------------------------------------------------
-    def _alive_nodes(self, max_age_s: float = 5.0) -> list[dict[str, Any]]:
-        """``ray.nodes()`` of live nodes, looked up at most every ``max_age_s``."""
+    def _refresh_nodes(self) -> None:
+        """Look the live nodes up; on a failed look-up the last answer stands."""
         import ray
 
-        stamp, nodes = self._nodes
-        if time.monotonic() - stamp > max_age_s:
-            nodes = [n for n in ray.nodes() if n.get("Alive")]
-            self._nodes = (time.monotonic(), nodes)
-        return nodes
+        with contextlib.suppress(Exception):  # the head busy or restarting: the queue goes on
+            self._nodes = [n for n in ray.nodes() if n.get("Alive")]
+
+    def _has_gpus(self) -> bool:
+        return any(n.get("Resources", {}).get("GPU", 0) >= 1 for n in self._nodes)
 
     def _slots(self, node: dict[str, Any], gpu: bool) -> int:
         res = node.get("Resources", {})
-        return int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 0) // self.cpus_per_job)
-
-    def _has_gpus(self) -> bool:
-        return any(n.get("Resources", {}).get("GPU", 0) >= 1 for n in self._alive_nodes())
+        cpus = int(res.get("CPU", 0))
+        return min(int(res.get("GPU", 0)), cpus) if gpu else cpus // self.cpus_per_job
 
     def devices(self) -> list[str]:
         return [POOL]
 
     def capacity(self, device: str) -> int:
-        """How many jobs the cluster runs at once: one per GPU, else per ``cpus_per_job``
-        CPUs of a node. Nodes that join later count from the next look-up on."""
+        """How many jobs the cluster runs at once: one per GPU (each with a CPU beside it),
+        else one per ``cpus_per_job`` CPUs of a node. Nodes that join count from the next
+        look-up on. What other Ray users hold is not subtracted: their jobs wait in Ray."""
         gpu = self._has_gpus()
-        return max(1, sum(self._slots(n, gpu) for n in self._alive_nodes()))
+        return max(1, sum(self._slots(n, gpu) for n in self._nodes))
 
     def _options(self, cfg: TrainConfig) -> dict[str, Any]:
         """What the job's actor asks Ray for; fails now if no node could ever give it."""
@@ -296,7 +344,7 @@ class RayExecutor:
         common = {"max_concurrency": 2, "max_restarts": 0}  # run, and stop beside it
         if gpu:
             return common | {"num_gpus": 1, "num_cpus": 1}
-        biggest = max((n.get("Resources", {}).get("CPU", 0) for n in self._alive_nodes()), default=0)
+        biggest = max((n.get("Resources", {}).get("CPU", 0) for n in self._nodes), default=0)
         if biggest < self.cpus_per_job:
             raise ClusterError(
                 f"Each job asks for {self.cpus_per_job} CPUs (TL_STUDIO_RAY_CPUS) and the largest "
@@ -325,6 +373,57 @@ class RayExecutor:
                     self._packs.popitem(last=False)
         return key, [ref]  # in a list, so Ray hands the node the reference, not the bytes
 
+    # -- workers ------------------------------------------------------------------------------
+    def _take_actor(self, options: dict[str, Any]) -> Any:
+        """An idle worker holding what ``options`` asks for, else None (idle workers that hold
+        something else are let go, so Ray can place a new one)."""
+        import ray
+        from ray.exceptions import RayError
+
+        key = _holding(options)
+        while True:
+            with self._lock:
+                same = [e for e in self._idle if e[1] == key]
+                if same:
+                    pick, others = same[-1][0], []  # the most recently used: still warm
+                    self._idle = [e for e in self._idle if e[0] is not pick]
+                else:
+                    pick, others, self._idle = None, self._idle, []
+            for actor, _, _ in others:
+                ray.kill(actor)
+            if pick is None:
+                return None
+            try:  # a worker whose node was lost meanwhile is not given a job
+                ray.get(pick.ping.remote(), timeout=10)
+                return pick
+            except RayError:
+                ray.kill(pick)
+
+    def _give_back(self, actor: Any, options: dict[str, Any], reusable: bool) -> None:
+        import ray
+
+        with self._lock:
+            waiting = any(j.pending for j in self._jobs.values())
+            if reusable and not self._closed and not waiting:
+                self._idle.append((actor, _holding(options), time.monotonic()))
+                return
+        ray.kill(actor)  # its resources go back now (to a job waiting for room, say)
+
+    def _housekeeping(self) -> None:
+        """Every few seconds: look the nodes up, and let idle workers go after ``IDLE_S`` (a
+        shared cluster gets its GPUs back)."""
+        import ray
+
+        while not self._closed:
+            time.sleep(max(0.1, min(IDLE_S / 4, NODES_EVERY_S)))
+            self._refresh_nodes()
+            now = time.monotonic()
+            with self._lock:
+                old = [e for e in self._idle if now - e[2] > IDLE_S]
+                self._idle = [e for e in self._idle if e not in old]
+            for actor, _, _ in old:
+                ray.kill(actor)
+
     # -- the Executor interface ---------------------------------------------------------------
     def start(self, spec: JobSpec, on_event: OnEvent) -> None:
         with self._lock:
@@ -336,91 +435,60 @@ class RayExecutor:
         ).start()
 
     def _drive(self, job: _Job) -> None:
-        """The app's side of one job, from the scan to the ``done`` event."""
+        """The app's side of one job, from the scan to its one ``done`` event."""
         import ray
-        from ray.exceptions import RayError
+        from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayError, RayTaskError
 
         spec, run = job.spec, Run(job.spec.run_dir)
-        emit = functools.partial(job.on_event, spec.job_id)
-        reporter = Reporter(emit, job.stop)
-        options: dict[str, Any] = {}
-        reusable = False
+        emit = functools.partial(self._emit, job)
+        ran = False
         try:
-            try:
-                cfg = TrainConfig.from_dict(spec.config)
-                dataset = scan(cfg, reporter)
-                options = self._options(cfg)
-                shipped = self._ship(dataset, reporter)
-                reporter.update(stage=WAITING)
-                with job.lock:
-                    if job.stop.is_set():
-                        raise Stopped
-                    job.actor = self._take_actor(options)
-                stream = job.actor.run.remote(spec.to_dict(), dataset.to_dict(), shipped, read_files(run.dir))
-                for ref in stream:
-                    if not self._receive(job, run, ray.get(ref)):
-                        reusable = True  # the job ended its own way: its worker is fine
-                        return
-                raise RuntimeError("the job's stream ended without a done event")
-            except RayError as exc:
-                reusable = False
-                if job.killed:
-                    finish(run, "stopped", {}, {"status": "stopped", "stage": "stopped while waiting"}, emit)
-                else:
-                    self._fail_lost(job, run, exc, emit)
-            except Exception as exc:
-                finish(run, *failure(exc, run), emit)
+            reporter = Reporter(emit, job.stop)
+            cfg = TrainConfig.from_dict(spec.config)
+            dataset = scan(cfg, reporter)
+            job.options = self._options(cfg)
+            shipped = self._ship(dataset, reporter)
+            reporter.update(stage=WAITING)
+            actor = self._take_actor(job.options)
+            if actor is None:
+                job.pending = True  # until it reports from a node
+                actor = self._actor_class.options(**job.options).remote()
+            with job.lock:
+                job.actor = actor
+                stopped = job.stop.is_set()
+            if stopped:
+                raise Stopped
+            args = (spec.to_dict(), dataset.to_dict(), shipped, read_files(run.dir), __version__)
+            ran = True
+            for ref in actor.run.remote(*args):
+                if not self._receive(job, run, ray.get(ref)):
+                    return  # the job's own done event was delivered
+            raise RuntimeError("the job's stream ended without a done event")
+        except Exception as exc:
+            if job.done_sent:  # a failure after the end (delivering it): the job stands as it ended
+                logging.getLogger(__name__).exception("after job %s ended", spec.job_id)
+            elif job.killed and isinstance(exc, RayError):
+                finish(run, "stopped", {}, {"status": "stopped", "stage": "stopped while waiting"}, emit)
+            elif isinstance(exc, (RayActorError, NodeDiedError, ObjectLostError)):
+                self._fail_lost(job, run, exc, emit)
+            else:  # the job's own error, raised on the node, or one here
+                cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause else exc
+                finish(run, *failure(cause, run), emit)
         finally:
             with self._lock:
                 self._jobs.pop(spec.job_id, None)
-            if job.actor is not None:
-                self._give_back(job.actor, options, reusable)
+            with job.lock:
+                actor, job.actor = job.actor, None
+            if actor is not None:  # not given back at the job's end: it died, or never ran it
+                self._give_back(actor, job.options, reusable=not ran and not job.killed)
 
-    def _take_actor(self, options: dict[str, Any]) -> Any:
-        """An idle worker holding what ``options`` asks for, else a new one (idle workers that
-        hold something else are let go first, so Ray can place it)."""
-        import ray
-        from ray.exceptions import RayError
-
-        key = repr(sorted(options.items()))
-        while True:
-            with self._lock:
-                same = [e for e in self._idle if e[1] == key]
-                pick = same[-1][0] if same else None  # the most recently used: still warm
-                others, self._idle = (
-                    ([], [e for e in self._idle if e[0] is not pick]) if same else (self._idle, [])
-                )
-            for actor, _, _ in others:
-                ray.kill(actor)
-            if pick is None:
-                return self._actor_class.options(**options).remote()
-            try:  # a worker whose node was lost meanwhile is not given a job
-                ray.get(pick.ping.remote(), timeout=10)
-                return pick
-            except RayError:
-                ray.kill(pick)
-
-    def _give_back(self, actor: Any, options: dict[str, Any], reusable: bool) -> None:
-        import ray
-
-        with self._lock:
-            if reusable and not self._closed:
-                self._idle.append((actor, repr(sorted(options.items())), time.monotonic()))
+    def _emit(self, job: _Job, event: dict[str, Any]) -> None:
+        """Deliver one event to the manager; a job's ``done`` goes out once."""
+        if event["type"] == "done":
+            if job.done_sent:
                 return
-        ray.kill(actor)  # its resources go back now, not when Ray notices
-
-    def _reap_idle(self) -> None:
-        """Let idle workers go after ``IDLE_S``: a shared cluster gets its GPUs back."""
-        import ray
-
-        while not self._closed:
-            time.sleep(max(0.1, min(IDLE_S / 4, 5.0)))
-            now = time.monotonic()
-            with self._lock:
-                old = [e for e in self._idle if now - e[2] > IDLE_S]
-                self._idle = [e for e in self._idle if e not in old]
-            for actor, _, _ in old:
-                ray.kill(actor)
+            job.done_sent = True
+        job.on_event(job.spec.job_id, event)
 
     def _receive(self, job: _Job, run: Run, event: dict[str, Any]) -> bool:
         """Handle one event from the node; False after the job's ``done``."""
@@ -429,16 +497,20 @@ class RayExecutor:
             write_files(run.dir, event["files"])
             return True
         if kind == "update" and "node" in event["fields"]:
-            job.placed, job.node = True, event["fields"]["node"]
+            with job.lock:
+                job.placed, job.pending, job.node = True, False, event["fields"]["node"]
             run.write_status("running", node=job.node, device=event["fields"].get("device", ""))
         elif kind == "history":
             job.epochs += 1
             run.write_status("running", epochs_run=job.epochs, epoch=event["record"].get("epoch"))
-        job.on_event(job.spec.job_id, event)
+        elif kind == "done":
+            with job.lock:  # free for the next job before the manager dispatches it
+                actor, job.actor = job.actor, None
+            self._give_back(actor, job.options, reusable=True)
+        self._emit(job, event)
         return kind != "done"
 
-    @staticmethod
-    def _fail_lost(job: _Job, run: Run, exc: BaseException, emit: Any) -> None:
+    def _fail_lost(self, job: _Job, run: Run, exc: BaseException, emit: Any) -> None:
         """The actor or its node died: this job fails with the reason, the queue goes on."""
         reason = next((line.strip() for line in str(exc).splitlines() if "because" in line), "")
         reason = reason.split(". ")[0].rstrip(".")  # Ray's first sentence: "...because its node has died"
@@ -447,9 +519,8 @@ class RayExecutor:
             f"The Ray worker running this job {where} died ({reason or type(exc).__name__}). Your "
             "other runs and the app are fine; start the job again."
         )
-        fields = {"error": error}
         final = {"status": "failed", "stage": "failed", "error": error, "error_type": "WorkerDied"}
-        finish(run, "failed", fields, final | {"user_error": True}, emit)
+        finish(run, "failed", {"error": error}, final | {"user_error": True}, emit)
 
     def stop(self, job_id: str) -> None:
         import ray
@@ -461,25 +532,25 @@ class RayExecutor:
         with job.lock:
             job.stop.set()  # while scanning: the scan's progress hook sees it
             actor, placed = job.actor, job.placed
+            job.killed = actor is not None and not placed
         if actor is None:
             return
         if placed:
-            actor.stop.remote()  # within one batch, keeping the best weights
+            actor.stop.remote(job_id)  # within one batch, keeping the best weights
         else:
-            job.killed = True
             ray.kill(actor)  # still waiting for a node: nothing to save
 
     def warm(self, device: str, on_event: OnEvent) -> None:
-        """Nothing to start: Ray starts a worker per job."""
+        """Nothing to start: workers start with the first jobs and then stay warm."""
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per live node, with the jobs the app has there."""
         with self._lock:
             jobs = list(self._jobs.values())
         rows = []
-        for n in self._alive_nodes(max_age_s=0.0):
+        for n in self._nodes:
             res = n.get("Resources", {})
-            label = f"{n.get('NodeManagerHostname') or n.get('NodeManagerAddress')} ({n['NodeID'][:8]})"
+            label = node_label(n.get("NodeManagerHostname") or n.get("NodeManagerAddress", "?"), n["NodeID"])
             running = sum(1 for j in jobs if j.node == label)
             rows.append(
                 {
@@ -501,5 +572,10 @@ class RayExecutor:
             self.stop(job.spec.job_id)
         for actor, _, _ in idle:
             ray.kill(actor)
-        if self._started_here:
+        if self._connected_here:
             ray.shutdown()
+
+
+def _holding(options: dict[str, Any]) -> str:
+    """What a worker holds, as a key: a worker is reused only for a job asking the same."""
+    return repr(sorted(options.items()))

@@ -77,7 +77,8 @@ class StudioSettings:
     ray_cpus_per_job: int = 2
     """What a job asks Ray for on a cluster without GPUs."""
     ray_max_data_mb: float = 1024.0
-    """Data up to this size travels through Ray; larger data must be on a path every node mounts."""
+    """Data up to this size travels through Ray; larger data must be on a path every node mounts
+    (0: never send)."""
 
     @classmethod
     def from_env(cls, workshop: bool | None = None) -> StudioSettings:

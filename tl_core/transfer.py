@@ -24,6 +24,8 @@ from .errors import DatasetError
 from .fsutil import build_dir_atomically, write_atomic
 from .paths import studio_home
 
+DATA_CACHE_BYTES = 4 * 10**9
+"""What a node keeps of the datasets it received; the least recently used go first."""
 HELD_BACK = frozenset({"status.json"})
 """Sent only with the job's end: mid-run, the app's own ``status.json`` (its process, alive)
 is the truth, so a listing of runs never mistakes a remote job for a dead local one."""
@@ -68,9 +70,34 @@ def data_cache() -> Path:
 
 
 def cached_data(key: str, cache: Path | None = None) -> Path | None:
-    """The folder of an already received dataset, or None."""
+    """The folder of an already received dataset (now the most recently used), or None."""
     folder = (cache or data_cache()) / key
-    return folder if folder.is_dir() else None
+    if not folder.is_dir():
+        return None
+    os.utime(folder)
+    return folder
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def prune_data_cache(keep: Path, cache: Path | None = None, max_bytes: int = DATA_CACHE_BYTES) -> list[Path]:
+    """Remove the least recently used datasets until the cache fits in ``max_bytes``; ``keep``
+    (the one a job is about to read) stays whatever its size."""
+    root = cache or data_cache()
+    folders = sorted(
+        (f for f in root.iterdir() if f.is_dir() and not f.name.startswith(".") and f != keep),
+        key=lambda f: f.stat().st_mtime,
+        reverse=True,
+    )
+    total, removed = _size(keep), []
+    for folder in folders:
+        total += _size(folder)
+        if total > max_bytes:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def unpack_data(pack: DataPack, cache: Path | None = None) -> Path:
@@ -136,7 +163,7 @@ class FolderChanges:
 
     def __init__(self, root: Path):
         self.root = root
-        self._sent: dict[str, tuple[int, int]] = {}
+        self._sent: dict[str, tuple[int, int, int]] = {}
 
     def take(self, final: bool = False) -> dict[str, bytes]:
         """Changed files; ``HELD_BACK`` ones only when ``final``."""
@@ -146,14 +173,10 @@ class FolderChanges:
                 continue
             try:
                 st = os.stat(self.root / rel)
-                stamp = (st.st_size, st.st_mtime_ns)
+                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)  # an atomic write is a new inode
                 if self._sent.get(rel) != stamp:
                     out[rel] = (self.root / rel).read_bytes()
                     self._sent[rel] = stamp
             except FileNotFoundError:  # replaced while we looked: the next take gets it
                 continue
         return out
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

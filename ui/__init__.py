@@ -190,7 +190,10 @@ def job_manager() -> Any:
     try:
         return _manager(str(studio_home()), settings())
     except TLError as exc:
-        error(exc, "Start the cluster (`ray start --head`), or run the app without `--executor ray`.")
+        error(
+            exc,
+            "Check the Ray cluster (`ray status` on its head), or start the app without `--executor ray`.",
+        )
         st.stop()
 
 
