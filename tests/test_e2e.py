@@ -103,7 +103,7 @@ def test_newcomer_trains_on_the_sample_and_downloads_the_bundle(
     no_exception()
 
     page.get_by_text("See the results").click()
-    page.get_by_text("Confusion matrix").wait_for(timeout=60_000)
+    page.get_by_text("Confusion matrix", exact=True).wait_for(timeout=60_000)
     page.locator('[data-testid="stPlotlyChart"] .heatmaplayer').first.wait_for(timeout=30_000)
     page.get_by_text("Image from").wait_for(timeout=30_000)  # the page has rendered to its end
     page.locator('[data-testid="stImage"]').first.wait_for(timeout=30_000)  # the mistakes gallery

@@ -214,6 +214,7 @@ def test_a_job_waiting_for_a_busy_cluster_stops_at_once(ray_manager: JobManager,
     try:
         job = ray_manager.submit(tiny_config(color_folders, epochs=1))
         wait_for(lambda: ray_manager.snapshot(job).stage == WAITING, timeout=60)
+        wait_for(lambda: ray_manager.executor._jobs[job].actor is not None)  # asked Ray for room
         ray_manager.stop(job)
         snap = ray_manager.wait(job, timeout=30)
         assert (snap.status, snap.stage, snap.history) == ("stopped", "stopped while waiting", [])
