@@ -64,6 +64,8 @@ IDLE_S = 60.0
 NODES_EVERY_S = 5.0
 """How often the cluster's nodes are looked up (capacity, the instructor's view)."""
 SCRATCH_PREFIX = "tl-studio-job-"
+SHUTDOWN_WAIT_S = 30.0
+"""How long ``shutdown`` lets stopped jobs send their end before it disconnects."""
 
 
 def require_ray() -> None:
@@ -306,7 +308,12 @@ class RayExecutor:
         self._idle: list[tuple[Any, str, float]] = []
         """Workers whose job ended: (actor, what it holds, since when)."""
         self._closed = False
-        threading.Thread(target=self._housekeeping, name="tl-ray-housekeeping", daemon=True).start()
+        self._wake = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, name="tl-ray-housekeeping", daemon=True
+        )
+        self._housekeeper.start()
 
     # -- the cluster --------------------------------------------------------------------------
     def _refresh_nodes(self) -> None:
@@ -414,8 +421,7 @@ class RayExecutor:
         shared cluster gets its GPUs back)."""
         import ray
 
-        while not self._closed:
-            time.sleep(max(0.1, min(IDLE_S / 4, NODES_EVERY_S)))
+        while not self._wake.wait(max(0.1, min(IDLE_S / 4, NODES_EVERY_S))):
             self._refresh_nodes()
             now = time.monotonic()
             with self._lock:
@@ -430,9 +436,10 @@ class RayExecutor:
             if self._closed:
                 raise RuntimeError("the executor was shut down")
             job = self._jobs[spec.job_id] = _Job(spec, on_event)
-        threading.Thread(
-            target=self._drive, args=(job,), name=f"tl-ray-{spec.job_id[:8]}", daemon=True
-        ).start()
+            thread = self._threads[spec.job_id] = threading.Thread(
+                target=self._drive, args=(job,), name=f"tl-ray-{spec.job_id[:8]}", daemon=True
+            )
+        thread.start()
 
     def _drive(self, job: _Job) -> None:
         """The app's side of one job, from the scan to its one ``done`` event."""
@@ -477,6 +484,7 @@ class RayExecutor:
         finally:
             with self._lock:
                 self._jobs.pop(spec.job_id, None)
+                self._threads.pop(spec.job_id, None)
             with job.lock:
                 actor, job.actor = job.actor, None
             if actor is not None:  # not given back at the job's end: it died, or never ran it
@@ -567,11 +575,22 @@ class RayExecutor:
         with self._lock:
             self._closed = True
             jobs = list(self._jobs.values())
+            threads = list(self._threads.values())
             idle, self._idle = self._idle, []
+        self._wake.set()
         for job in jobs:
-            self.stop(job.spec.job_id)
+            self.stop(job.spec.job_id)  # running ones keep what they trained
         for actor, _, _ in idle:
             ray.kill(actor)
+        # Every thread that talks to Ray ends first: a call into a shut-down Ray kills the process.
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for job in jobs:
+            if job.actor is not None:  # stuck past the wait: its stream ends now
+                ray.kill(job.actor)
+        for thread in [*threads, self._housekeeper]:
+            thread.join(5.0)
         if self._connected_here:
             ray.shutdown()
 
