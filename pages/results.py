@@ -24,7 +24,8 @@ if not history or preds is None:
 
 best = ui_text.best_record(history)
 final = history[-1]
-c = st.columns(4)
+test_preds = load_predictions(run, "test")
+c = st.columns(5 if test_preds is not None else 4)
 c[0].metric(
     "Best validation accuracy",
     f"{best['val_acc']:.1%}",
@@ -33,6 +34,14 @@ c[0].metric(
 c[1].metric("Final validation accuracy", f"{final['val_acc']:.1%}")
 c[2].metric("Best validation loss", f"{best['val_loss']:.3f}")
 c[3].metric("Epochs run", len(history))
+if test_preds is not None:
+    c[4].metric(
+        "Test accuracy (held out)",
+        f"{test_preds['correct'].mean():.1%}",
+        help=ui_text.TEST_SCORE_HELP,
+    )
+else:
+    st.caption(ui_text.NO_TEST_SPLIT)
 if best["train_acc"] - best["val_acc"] > 0.15:
     st.warning(
         "Training accuracy is far above validation accuracy: the model memorises. More data, "
@@ -57,6 +66,16 @@ with right:
     pairs = most_confused(preds)
     if pairs:
         st.markdown("**Most confused:** " + "; ".join(f"{t} → {p} ({n}×)" for t, p, n in pairs))
+
+if test_preds is not None:
+    with st.expander(f"Held-out test split: {len(test_preds)} images, per class"):
+        st.dataframe(
+            per_class_report(test_preds, labels).style.format(
+                {"precision": "{:.2f}", "recall": "{:.2f}", "f1": "{:.2f}"}
+            ),
+            hide_index=True,
+            width="stretch",
+        )
 
 insights.cell_browser(run, preds, labels, cell_key)
 insights.gradcam_block(run, preds, labels)

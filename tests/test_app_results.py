@@ -237,3 +237,18 @@ def test_clicking_a_cell_chooses_it(color_folders: Path, studio_home: Path, brow
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot), full_page=True)
         page.close()
+
+
+def test_a_held_out_test_split_is_shown_as_such_and_its_absence_is_explained(
+    split_folders: Path, color_folders: Path
+) -> None:
+    from tl_core import ui_text
+
+    held_out = results(trained(split_folders, epochs=2))
+    labels = [m.label for m in held_out.metric]
+    assert "Test accuracy (held out)" in labels
+    assert ui_text.NO_TEST_SPLIT not in [c.value for c in held_out.caption]
+    assert any(e.label.startswith("Held-out test split: 4 images") for e in held_out.expander)
+    without = results(trained(color_folders, epochs=1))
+    assert "Test accuracy (held out)" not in [m.label for m in without.metric]
+    assert ui_text.NO_TEST_SPLIT in [c.value for c in without.caption]

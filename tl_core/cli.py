@@ -200,10 +200,12 @@ def _follow(manager: Any, job_id: str, args: argparse.Namespace, started: float)
         print(f"tl-studio: error: {st.error}", file=sys.stderr)
         return EXIT_USER_ERROR if st.user_error else 1
     summary = _summary(manager, job_id, started)
+    test = summary["test_acc"]
     print(
         f"{st.status}: best val accuracy {summary['best_val_acc']:.2%} after {summary['epochs_run']} "
-        f"epoch(s) in {summary['wall_s']:.1f}s{' on ' + st.node if st.node else ''}; weights in "
-        f"{summary['run_dir']}/best.safetensors",
+        f"epoch(s) in {summary['wall_s']:.1f}s{' on ' + st.node if st.node else ''}"
+        + (f"; held-out test accuracy {test:.2%}" if test is not None else "")
+        + f"; weights in {summary['run_dir']}/best.safetensors",
         file=sys.stderr,
     )
     if args.json:
@@ -229,6 +231,7 @@ def _summary(manager: Any, job_id: str, started: float) -> dict[str, Any]:
         "image_size": cfg.get("image_size"),
         "best_val_acc": result.get("best_val_acc"),
         "best_epoch": result.get("best_epoch"),
+        "test_acc": result.get("test_acc"),
         "epochs_run": result.get("epochs_run"),
         "wall_s": round(st.finished_at - st.submitted_at, 2) if st.finished_at else None,
         "process_s": round(time.perf_counter() - started, 2),

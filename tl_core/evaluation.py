@@ -15,6 +15,9 @@ import pandas as pd
 from .runs import Run
 
 PREDICTIONS = "predictions.json"
+TEST_PREDICTIONS = "test_predictions.json"
+"""The held-out test split's predictions: made once, with the best weights, after training."""
+_FILES = {"val": PREDICTIONS, "test": TEST_PREDICTIONS}
 
 
 def predictions_frame(
@@ -36,12 +39,13 @@ def predictions_frame(
     return df
 
 
-def save_predictions(run: Run, df: pd.DataFrame) -> None:
-    run.write_json(PREDICTIONS, df.to_dict(orient="records"))
+def save_predictions(run: Run, df: pd.DataFrame, split: str = "val") -> None:
+    run.write_json(_FILES[split], df.to_dict(orient="records"))
 
 
-def load_predictions(run: Run) -> pd.DataFrame | None:
-    rows = run.read_json(PREDICTIONS)
+def load_predictions(run: Run, split: str = "val") -> pd.DataFrame | None:
+    """``split`` is ``val`` or ``test``; None when the run has none."""
+    rows = run.read_json(_FILES[split])
     return pd.DataFrame(rows) if rows else None
 
 

@@ -204,6 +204,13 @@ def _train(spec: JobSpec, reporter: Reporter, run: Run, prep: Prepared) -> Any:
         reporter.update(stage="evaluating")
         probs = trainer.predict("val").numpy()
         save_predictions(run, predictions_frame(prep.recorded.items["val"], probs, dataset.classes))
+        if dataset.items.get("test"):  # once, with the kept weights: it chose nothing
+            reporter.update(stage="evaluating on the test split")
+            test = predictions_frame(
+                prep.recorded.items["test"], trainer.predict("test").numpy(), dataset.classes
+            )
+            save_predictions(run, test, split="test")
+            result.test_acc = float(test["correct"].mean())
         meta = {
             "backbone": cfg.backbone,
             "classes": ",".join(dataset.classes),
@@ -290,7 +297,11 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
         fields = {"result": summary}
         stage = STOP_STAGES.get(result.status, result.status)
         if spec.kind == "train":
-            fields |= {"best_val_acc": result.best_val_acc, "epochs_run": result.epochs_run}
+            fields |= {
+                "best_val_acc": result.best_val_acc,
+                "epochs_run": result.epochs_run,
+                "test_acc": result.test_acc,
+            }
             if not result.epochs_run:
                 stage = "stopped before the first epoch ended"
         final = {"status": status, "result": summary, "stage": stage, "eta_s": 0.0}

@@ -100,6 +100,8 @@ class TrainResult:
     device: str
     feature_cache: bool
     history: list[EpochRecord] = field(default_factory=list)
+    test_acc: float | None = None
+    """On the held-out test split, measured once after training; None without one."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

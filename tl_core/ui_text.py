@@ -204,3 +204,14 @@ def percent(value: Any) -> str:
     if isinstance(value, (int, float)) and value == value:
         return f"{value:.1%}"
     return "—"
+
+
+TEST_SCORE_HELP = (
+    "Measured once, after training, with the kept weights, on the test/ images: they chose "
+    "nothing (not the epoch, not the settings), so this is the honest estimate for new images."
+)
+NO_TEST_SPLIT = (
+    "These figures are on the validation split, which also chose the best epoch: they are a "
+    "little optimistic. For an honest score, give the data a test/ folder the model never sees "
+    "until the end."
+)
