@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from tl_core import ui_text
 from tl_core.archive import save_files, save_upload
 from tl_core.charts import class_counts
 from tl_core.data import thumbnails
@@ -75,6 +76,7 @@ if st.session_state.get("data_source"):
             progress=lambda done, total: bar.progress(
                 done / max(total, 1), text=f"Checked {done}/{total} images"
             ),
+            test_fraction=cfg.test_fraction,
         )
         cfg = ui.update_config(data=st.session_state["data_source"], data_label=ui.data_label())
     except TLError as exc:
@@ -87,18 +89,36 @@ if ds is not None:
     st.success(
         f"**{ui.data_label()}**: {len(p.classes)} classes, {p.n_train + p.n_val + p.n_test} usable images."
     )
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Classes", len(p.classes))
     cols[1].metric("Training images", p.n_train)
     cols[2].metric(
-        "Validation images", p.n_val, help="Held out to measure accuracy honestly: never trained on."
+        "Validation images",
+        p.n_val,
+        help="Never trained on; they choose the best epoch, so they are not neutral.",
     )
-    cols[3].metric("Skipped files", len(p.skipped))
+    cols[3].metric("Test images", p.n_test, help=ui_text.TEST_SCORE_HELP)
+    cols[4].metric("Skipped files", len(p.skipped))
     if p.layout != "split":
         st.caption(
             f"No train/val folders were given, so {p.val_fraction:.0%} of each class was held out "
             "for validation (stratified, seeded: the same split every time)."
         )
+    if p.n_test == 0 or p.test_fraction:  # no test/ folder: offer to hold some images out
+        shares = {0.0: "none", 0.1: "10%", 0.15: "15%", 0.2: "20%"}
+        share = st.segmented_control(
+            "Hold out a test split",
+            list(shares),
+            format_func=shares.get,
+            default=cfg.test_fraction if cfg.test_fraction in shares else 0.0,
+            key="test-fraction",
+            help="Images of each class kept away from training and from choosing the epoch, scored "
+            "once at the end: the honest estimate for new images.",
+        )
+        if share is not None and share != cfg.test_fraction:
+            ui.update_config(test_fraction=share)
+            st.rerun()
+        st.caption(ui_text.test_split_note(p.test_fraction))
     for warning in p.warnings:
         st.warning(warning)
     st.plotly_chart(class_counts(p.counts), width="stretch")

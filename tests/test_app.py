@@ -616,3 +616,16 @@ def test_local_folders_can_be_allowed_in_a_workshop(workshop: None, monkeypatch:
     monkeypatch.setenv("TL_STUDIO_ALLOW_PATHS", "1")
     at = page(as_student(joined("Ida")), "data")
     assert "Folder on this computer" in at.radio[0].options
+
+
+def test_data_page_holds_out_a_test_split_on_request() -> None:
+    at = page(app(data_source="digits"), "data")
+    assert {m.label: m.value for m in at.metric}["Test images"] == "0"
+    control = at.segmented_control(key="test-fraction")
+    assert control.options == ["none", "10%", "15%", "20%"]
+    control.set_value(0.2).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Validation images"] == "359"  # the validation split stays as it was
+    assert int(metrics["Test images"]) > 250 and int(metrics["Training images"]) < 1438
+    assert any("scored once at the end" in c.value for c in at.caption)

@@ -45,6 +45,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     p.add_argument("--runs-dir", help="where run folders go (default $TL_STUDIO_HOME/runs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this share of each class as a test split, scored once at the end (no test/ folder)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     _add_executor(p)
 
@@ -142,6 +148,7 @@ def _train(args: argparse.Namespace, started: float) -> int:
         train_bn=args.train_bn,
         device=args.device,
         seed=args.seed,
+        test_fraction=args.test_fraction,
     )
     manager = JobManager(args.runs_dir, executor=create_executor(_settings(args), local="thread"))
     try:

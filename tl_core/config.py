@@ -49,6 +49,9 @@ class TrainConfig:
     augment: str = "none"
     patience: int | None = 5
     val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    """Share of each class held out as a test split, scored once at the end, when the data has
+    no test/ folder (0: none)."""
     seed: int = 0
     device: str = "auto"
     workers: int | None = None
@@ -73,6 +76,7 @@ class TrainConfig:
             (0 <= out.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (out.image_size is None or 16 <= out.image_size <= 1024, "image size must be 16-1024 px"),
             (0 < out.val_fraction < 1, "val_fraction must be between 0 and 1"),
+            (0 <= out.test_fraction < 0.5, "test_fraction must be at least 0 and under 0.5"),
             (out.patience is None or out.patience >= 1, "patience must be at least 1"),
         ]
         for ok, message in checks:

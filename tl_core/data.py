@@ -60,6 +60,8 @@ class DatasetProfile:
     skipped: list[SkippedFile] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     val_fraction: float | None = None
+    test_fraction: float | None = None
+    """Share of each class held out here as the test split; None: none, or a test/ folder."""
     seed: int | None = None
     suggested_image_size: int | None = None
     grey_fraction: float | None = None
@@ -231,7 +233,7 @@ def held_out(n: int, val_fraction: float) -> int:
 
 
 def _stratified_split(
-    per_class: dict[str, list[Path]], val_fraction: float, seed: int
+    per_class: dict[str, list[Path]], val_fraction: float, seed: int | str
 ) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
     """Per class: sort, shuffle with ``seed``, hold out ``val_fraction`` (at least one image)."""
     train: dict[str, list[Path]] = {}
@@ -252,6 +254,7 @@ def scan_dataset(
     max_zip_bytes: int = DEFAULT_MAX_BYTES,
     progress: ProgressFn | None = None,
     workers: int = 4,
+    test_fraction: float = 0.0,
 ) -> Dataset:
     """Scan ``source`` and return the usable images per split, with a profile.
 
@@ -263,6 +266,10 @@ def scan_dataset(
     """
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+    if not 0.0 <= test_fraction < 1.0 - val_fraction:
+        raise DatasetError(
+            f"test_fraction must be at least 0 and leave images to train on, got {test_fraction}."
+        )
     root, kind = resolve_source(source, max_zip_bytes=max_zip_bytes)
     # Name an upload as the user knows it, never the internal folder it was unpacked to.
     where = display_name(source) if kind == "upload" else str(root)
@@ -308,6 +315,9 @@ def scan_dataset(
 
     if layout != "split" or "val" not in usable:
         usable["train"], usable["val"] = _stratified_split(usable["train"], val_fraction, seed)
+    held_test = bool(test_fraction) and not any(usable.get("test", {}).values())
+    if held_test:  # after validation, from what is left: the validation split stays the same
+        usable["train"], usable["test"] = _stratified_split(usable["train"], test_fraction, f"{seed}:test")
     _validate_classes(classes, usable, skipped)
 
     counts = {
@@ -323,6 +333,7 @@ def scan_dataset(
         skipped=skipped,
         warnings=warnings,
         val_fraction=val_fraction if layout != "split" or "val" not in raw else None,
+        test_fraction=test_fraction if held_test else None,
         seed=seed,
         suggested_image_size=SAMPLES[str(source)].image_size if kind == "sample" else None,
         grey_fraction=sum(look.grey for look in looks) / len(looks),
@@ -355,7 +366,7 @@ def _validate_classes(
     no_train = [c for c in classes if not usable["train"].get(c)]
     if no_train:
         raise DatasetError(
-            f"Class(es) {', '.join(no_train)} have no training images (all went to validation). "
+            f"Class(es) {', '.join(no_train)} have no training images (all went to validation or test). "
             "Add at least two images per class."
         )
 

@@ -54,6 +54,7 @@ _KEPT_FROM_USER = (
     "image_size",
     "seed",
     "val_fraction",
+    "test_fraction",
     "batch_size",
     "class_weights",
     "device",

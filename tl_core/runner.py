@@ -108,7 +108,13 @@ def scan(cfg: TrainConfig, reporter: Reporter) -> Any:
             raise Stopped
 
     reporter.update(stage="scanning images")
-    return scan_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, progress=scanning)
+    return scan_dataset(
+        cfg.data,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+        progress=scanning,
+    )
 
 
 def _dataset(spec: JobSpec, cfg: TrainConfig, reporter: Reporter) -> tuple[Any, Any]:

@@ -215,3 +215,17 @@ NO_TEST_SPLIT = (
     "little optimistic. For an honest score, give the data a test/ folder the model never sees "
     "until the end."
 )
+
+
+def test_split_note(test_fraction: float | None) -> str:
+    """The data page's word on the test split it offers."""
+    if test_fraction:
+        return (
+            f"{test_fraction:.0%} of each class (after validation, seeded) is the test split: never "
+            "trained on, never used to choose anything, scored once at the end."
+        )
+    return (
+        "Without a test split, the validation accuracy also chooses the best epoch, so it is a "
+        "little optimistic. Holding out 10-20% costs training images; with a few dozen per class, "
+        "keep them for training."
+    )

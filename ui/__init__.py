@@ -231,14 +231,18 @@ def _scans() -> _LRU:
     return _LRU(MAX_SCANS)
 
 
-def scan(source: str, val_fraction: float = 0.2, seed: int = 0, progress: Any = None) -> Any:
+def scan(
+    source: str, val_fraction: float = 0.2, seed: int = 0, progress: Any = None, test_fraction: float = 0.0
+) -> Any:
     """Scan once per workspace, source and split; "Rescan" on the data page calls ``clear_scans``."""
     from tl_core.data import scan_dataset
 
-    key = (workspace_id(), source, val_fraction, seed)
+    key = (workspace_id(), source, val_fraction, seed, test_fraction)
     found = _scans().get(key)
     if found is None:
-        found = scan_dataset(source, val_fraction=val_fraction, seed=seed, progress=progress)
+        found = scan_dataset(
+            source, val_fraction=val_fraction, seed=seed, progress=progress, test_fraction=test_fraction
+        )
         _scans().put(key, found)
     return found
 
@@ -282,7 +286,7 @@ def dataset() -> Any | None:
         return None
     try:
         cfg = config()
-        return scan(source, cfg.val_fraction, cfg.seed)
+        return scan(source, cfg.val_fraction, cfg.seed, test_fraction=cfg.test_fraction)
     except TLError:
         return None
 
