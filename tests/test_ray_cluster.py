@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -60,48 +61,47 @@ def test_jobs_spread_over_the_nodes_and_each_records_its_node(
     assert len(rows) == 2 and all(r["device"].startswith("Ray node ") for r in rows)
 
 
-def test_a_lost_node_fails_only_its_job_and_the_queue_goes_on(
-    two_nodes: Cluster, studio_home: Path, color_folders: Path
-) -> None:
+@pytest.fixture
+def on_two_nodes(two_nodes: Cluster, studio_home: Path) -> Iterator[tuple[JobManager, Any]]:
+    """A manager on the two nodes, and the worker node (the one a test may remove)."""
     from tl_core.ray_executor import RayExecutor
 
     worker = next(n for n in two_nodes.list_all_nodes() if n is not two_nodes.head_node)
     manager = JobManager(executor=RayExecutor(two_nodes.address, cpus_per_job=1))
-    try:
-        long = tiny_config(color_folders, strategy="fine-tune-all", epochs=500, patience=None)
-        ids = [manager.submit(long), manager.submit(long)]  # one on each node
-        wait_for(lambda: all(manager.snapshot(i).epoch >= 1 for i in ids), timeout=180)
-        on_worker = next(i for i in ids if worker.node_id[:8] in manager.snapshot(i).node)
-        survivor = next(i for i in ids if i != on_worker)
-        two_nodes.remove_node(worker)
-        lost = manager.wait(on_worker, timeout=120)
-        assert lost.status == "failed", lost
-        assert "died" in lost.error and worker.node_id[:8] in lost.error, lost.error
-        assert Run(lost.run_dir).status()["status"] == "failed"
-        assert manager.snapshot(survivor).status == "running", manager.snapshot(survivor)  # goes on
-        manager.stop(survivor)
-        assert manager.wait(survivor, timeout=60).status == "stopped"
-        nxt = manager.wait(manager.submit(tiny_config(color_folders, epochs=1)), timeout=120)
-        assert nxt.status == "completed", nxt.error
-        assert two_nodes.head_node.node_id[:8] in nxt.node
-    finally:
-        manager.shutdown()
+    yield manager, worker
+    manager.shutdown()
+
+
+def test_a_lost_node_fails_only_its_job_and_the_queue_goes_on(
+    on_two_nodes: tuple[JobManager, Any], two_nodes: Cluster, color_folders: Path
+) -> None:
+    manager, worker = on_two_nodes
+    long = tiny_config(color_folders, strategy="fine-tune-all", epochs=500, patience=None)
+    ids = [manager.submit(long), manager.submit(long)]  # one on each node
+    wait_for(lambda: all(manager.snapshot(i).epoch >= 1 for i in ids), timeout=180)
+    on_worker = next(i for i in ids if worker.node_id[:8] in manager.snapshot(i).node)
+    survivor = next(i for i in ids if i != on_worker)
+    two_nodes.remove_node(worker)
+    lost = manager.wait(on_worker, timeout=120)
+    assert lost.status == "failed", lost
+    assert "died" in lost.error and worker.node_id[:8] in lost.error, lost.error
+    assert Run(lost.run_dir).status()["status"] == "failed"
+    assert manager.snapshot(survivor).status == "running", manager.snapshot(survivor)  # goes on
+    manager.stop(survivor)
+    assert manager.wait(survivor, timeout=60).status == "stopped"
+    nxt = manager.wait(manager.submit(tiny_config(color_folders, epochs=1)), timeout=120)
+    assert nxt.status == "completed", nxt.error
+    assert two_nodes.head_node.node_id[:8] in nxt.node
 
 
 def test_an_idle_worker_on_a_lost_node_is_not_given_the_next_job(
-    two_nodes: Cluster, studio_home: Path, color_folders: Path
+    on_two_nodes: tuple[JobManager, Any], two_nodes: Cluster, color_folders: Path
 ) -> None:
-    from tl_core.ray_executor import RayExecutor
-
-    worker = next(n for n in two_nodes.list_all_nodes() if n is not two_nodes.head_node)
-    manager = JobManager(executor=RayExecutor(two_nodes.address, cpus_per_job=1))
-    try:
-        short = tiny_config(color_folders, epochs=1)
-        first = [manager.wait(i, timeout=180) for i in [manager.submit(short), manager.submit(short)]]
-        assert len({s.node for s in first}) == 2 and len(manager.executor._idle) == 2  # warm on both
-        two_nodes.remove_node(worker)
-        again = [manager.wait(i, timeout=180) for i in [manager.submit(short), manager.submit(short)]]
-    finally:
-        manager.shutdown()
+    manager, worker = on_two_nodes
+    short = tiny_config(color_folders, epochs=1)
+    first = [manager.wait(i, timeout=180) for i in [manager.submit(short), manager.submit(short)]]
+    assert len({s.node for s in first}) == 2 and len(manager.executor._idle) == 2  # warm on both
+    two_nodes.remove_node(worker)
+    again = [manager.wait(i, timeout=180) for i in [manager.submit(short), manager.submit(short)]]
     assert [s.status for s in again] == ["completed", "completed"], [s.error for s in again]
     assert all(two_nodes.head_node.node_id[:8] in s.node for s in again)
