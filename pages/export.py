@@ -1,8 +1,11 @@
 """Export: the model bundle and a standalone training script, built when asked for."""
 
+from pathlib import Path
+
 import streamlit as st
 
 import ui
+from tl_core import model_export
 from tl_core.errors import TLError
 
 ui.sidebar()
@@ -37,6 +40,28 @@ st.download_button(
     mime="application/zip",
     type="primary",
 )
+st.markdown(
+    "**ONNX / TorchScript**: the model alone, for onnxruntime (phones, browsers, servers) or "
+    "`torch.jit.load`. Each is checked against the model on real validation images before you get "
+    "it, and carries its labels and preprocessing in its metadata."
+)
+for column, fmt, name in zip(st.columns(2), ("onnx", "torchscript"), ("ONNX", "TorchScript"), strict=True):
+    with column:
+        built = model_export.saved_export(run, fmt)
+        if built is None and st.button(f"Build {name}", key=f"build-{fmt}"):
+            with st.spinner(f"Converting to {name} and checking it…"):
+                try:
+                    built = model_export.export_in_run(run, fmt)
+                except TLError as exc:
+                    ui.error(exc)
+        if built is not None:
+            st.caption(model_export.parity_text(built.parity))
+            st.download_button(
+                f"Download {name}",
+                lambda path=built.path: Path(path).read_bytes(),
+                file_name=f"{run.id}{model_export.SUFFIXES[fmt]}",
+                key=f"download-{fmt}",
+            )
 st.markdown(
     "**Training script**: a standalone `train.py` (torch + timm only) with this run's exact file lists, "
     "layer groups, phases and learning rates. `python train.py DATA_DIR` reproduces the run."

@@ -106,6 +106,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--runs-dir")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "export", help="write a run as a bundle, ONNX or TorchScript (checked against the model)"
+    )
+    p.add_argument("run", help="run id (see `tl-studio runs`) or run folder")
+    p.add_argument("--format", default="bundle", choices=["bundle", "onnx", "torchscript"])
+    p.add_argument(
+        "--out", help="file to write (default: <run id>-bundle.zip / .onnx / .torchscript.pt here)"
+    )
+    p.add_argument("--runs-dir")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("prefetch", help="download hub weights into the cache before going offline")
     p.add_argument("names", nargs="+", metavar="NAME")
     p = sub.add_parser("app", help="start the Streamlit app; further options go to `streamlit run`")
@@ -341,6 +351,16 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .model_export import describe, export_run
+    from .runs import Run, RunStore
+
+    run = Run(args.run) if Path(args.run).is_dir() else RunStore(args.runs_dir).get(args.run)
+    result = export_run(run, args.format, args.out)
+    print(json.dumps(result.to_dict()) if args.json else describe(result))
+    return 0
+
+
 def _prefetch(args: argparse.Namespace) -> int:
     from .backbones import prefetch
 
@@ -391,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": _runs,
         "predict": _predict,
         "prefetch": _prefetch,
+        "export": _export,
         "app": _app,
     }
     try:

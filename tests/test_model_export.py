@@ -1,0 +1,126 @@
+"""ONNX and TorchScript exports: checked against the torch model before they are written,
+self-describing (labels, preprocessing, the check's figures), and refused when they disagree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from tl_core.errors import TLError
+from tl_core.runner import JobSpec, run_job
+from tl_core.runs import Run, RunStore
+
+
+@pytest.fixture
+def trained(studio_home: Path, color_folders: Path) -> Run:
+    cfg = tiny_config(color_folders, strategy="fine-tune-all", epochs=2).resolved()
+    run = RunStore().create(cfg.to_dict())
+    events: list[dict] = []
+    run_job(JobSpec("job", cfg.to_dict(), str(run.dir), "cpu"), events.append, threading.Event())
+    assert events[-1]["fields"]["status"] == "completed"
+    return run
+
+
+def _images(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n validation images, preprocessed as for prediction, and the torch model's logits."""
+    from tl_core.images import load_rgb
+    from tl_core.inference import load_run_model
+    from tl_core.preprocessing import eval_transform
+
+    loaded = load_run_model(run)
+    tf = eval_transform(loaded.data_config)
+    x = torch.stack([tf(load_rgb(p)) for p, _ in run.read_json("split.json")["val"][:n]])
+    with torch.no_grad():
+        return x, loaded.model(x)
+
+
+def test_onnx_matches_the_model_at_any_batch_size_and_explains_itself(trained: Run, tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from tl_core.model_export import export_run
+
+    result = export_run(trained, "onnx", tmp_path / "m.onnx")
+    assert result.parity.images == len(trained.read_json("split.json")["val"]) == 6  # every val image
+    assert result.parity.top1_agreement == 1.0 and result.parity.max_abs_logit_diff < 1e-3
+    session = ort.InferenceSession(result.path, providers=["CPUExecutionProvider"])
+    for n in (1, 5):  # the batch dimension is dynamic
+        x, expected = _images(trained, n)
+        got = session.run(None, {"image": x.numpy()})[0]
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-3)
+    meta = {p.key: p.value for p in onnx.load(result.path).metadata_props}
+    assert json.loads(meta["labels.json"]) == trained.read_json("labels.json")
+    assert (
+        json.loads(meta["preprocessing.json"])["input_size"]
+        == trained.read_json("data_config.json")["input_size"]
+    )
+    assert json.loads(meta["parity.json"])["top1_agreement"] == 1.0
+
+
+def test_torchscript_matches_the_model_and_carries_its_labels(trained: Run, tmp_path: Path) -> None:
+    from tl_core.model_export import export_run
+
+    result = export_run(trained, "torchscript", tmp_path / "m.pt")
+    extra = {"labels.json": "", "preprocessing.json": "", "parity.json": ""}
+    module = torch.jit.load(result.path, _extra_files=extra)
+    x, expected = _images(trained, 4)
+    torch.testing.assert_close(module(x), expected, atol=1e-3, rtol=0)
+    assert json.loads(extra["labels.json"]) == trained.read_json("labels.json")
+    assert json.loads(extra["parity.json"])["images"] == result.parity.images
+
+
+def test_an_export_that_disagrees_is_refused_and_nothing_is_written(
+    trained: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tl_core.model_export as me
+
+    monkeypatch.setattr(me, "MAX_LOGIT_DIFF", -1.0)  # any difference at all now counts as wrong
+    out = tmp_path / "exports" / "m.pt"
+    with pytest.raises(TLError, match="disagrees with the model"):
+        me.export_run(trained, "torchscript", out)
+    assert not out.parent.exists() or not list(out.parent.iterdir())  # no file, no half file
+
+
+def test_the_cli_exports_and_says_how_it_was_checked(trained: Run, tmp_path: Path) -> None:
+    out = tmp_path / "model.onnx"
+    cmd = [sys.executable, "-m", "tl_core.cli", "export", str(trained.dir), "--format", "onnx"]
+    proc = subprocess.run([*cmd, "--out", str(out), "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["format"] == "onnx" and summary["path"] == str(out) and out.is_file()
+    assert summary["parity"]["top1_agreement"] == 1.0
+    empty = RunStore().create(tiny_config(tmp_path).to_dict())
+    proc = subprocess.run([*cmd[:4], str(empty.dir)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "has no trained weights to export yet" in proc.stderr
+
+
+def test_the_export_page_builds_on_click_and_then_offers_the_file(
+    trained: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delenv("TL_STUDIO_WORKSHOP", raising=False)
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=180)
+    at.query_params["run"] = trained.id
+    at.run()
+    at.switch_page("pages/export.py")
+    at.run()
+    assert [b.label for b in at.button if b.label.startswith("Build")] == ["Build ONNX", "Build TorchScript"]
+    assert not (trained.dir / "exports").exists()  # nothing built on page load
+    next(b for b in at.button if b.label == "Build TorchScript").click().run()
+    assert not at.exception and not at.error
+    assert "Download TorchScript" in [b.label for b in at.get("download_button")]
+    assert any(c.value.startswith("Checked on 6 validation images: top-1 agreement 100%") for c in at.caption)
+    assert (trained.dir / "exports" / "model.torchscript.pt").is_file()
+    at.run()  # the next visit finds it built: no button, the download
+    assert [b.label for b in at.button if b.label.startswith("Build")] == ["Build ONNX"]
