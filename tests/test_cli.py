@@ -53,8 +53,9 @@ def test_train_json_summary_is_the_last_stdout_line(tmp_path: Path, color_folder
     image = str(next((color_folders / "green").glob("*.png")))
     pred = cli("predict", summary["run_id"], image, "--json", home=tmp_path)
     assert pred.returncode == 0, pred.stderr
-    top = json.loads(pred.stdout)[image]
-    assert len(top) == 3 and {t["label"] for t in top} == {"red", "green", "blue"}
+    (row,) = json.loads(pred.stdout.strip().splitlines()[-1])
+    assert row["image"] == image and len(row["top_k"]) == 3
+    assert {t["label"] for t in row["top_k"]} == {"red", "green", "blue"}
 
 
 @pytest.mark.parametrize(

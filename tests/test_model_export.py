@@ -124,3 +124,48 @@ def test_the_export_page_builds_on_click_and_then_offers_the_file(
     assert (trained.dir / "exports" / "model.torchscript.pt").is_file()
     at.run()  # the next visit finds it built: no button, the download
     assert [b.label for b in at.button if b.label.startswith("Build")] == ["Build ONNX"]
+
+
+def test_predict_gives_the_same_answer_from_every_kind_of_target(trained: Run, tmp_path: Path) -> None:
+    from tl_core.model_export import export_run
+
+    targets = {
+        "run": str(trained.dir),
+        "bundle": export_run(trained, "bundle", tmp_path / "m.zip").path,
+        "onnx": export_run(trained, "onnx", tmp_path / "m.onnx").path,
+        "torchscript": export_run(trained, "torchscript", tmp_path / "m.pt").path,
+    }
+    images = [p for p, _ in trained.read_json("split.json")["val"][:3]]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    answers = {}
+    for kind, target in targets.items():
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tl_core.cli",
+                "predict",
+                target,
+                *images,
+                str(broken),
+                "--json",
+                "--top-k",
+                "3",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        rows = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert [r["image"] for r in rows] == [*images, str(broken)]
+        assert "error" in rows[-1] and "broken.jpg" in proc.stderr  # reported; the others still predicted
+        answers[kind] = rows[:-1]
+    reference = answers["run"]
+    for kind, rows in answers.items():
+        for got, want in zip(rows, reference, strict=True):
+            assert got["top_k"][0]["label"] == want["top_k"][0]["label"], kind
+            probs = {t["label"]: t["prob"] for t in got["top_k"]}
+            for t in want["top_k"]:
+                assert abs(probs[t["label"]] - t["prob"]) < 1e-3, kind

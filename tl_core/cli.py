@@ -101,7 +101,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("predict", help="classify images with a finished run's best model")
-    p.add_argument("run", help="run id (see `tl-studio runs`) or run folder")
+    p.add_argument(
+        "run", help="a run id or folder, a bundle .zip, an .onnx or a TorchScript file", metavar="TARGET"
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--runs-dir")
@@ -331,24 +333,19 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .images import ImageProblem
-    from .inference import load_run_model, predict
-    from .runs import Run, RunStore
+    from .predictors import load_predictor, predict_files
 
-    run = Run(args.run) if Path(args.run).is_dir() else RunStore(args.runs_dir).get(args.run)
-    loaded = load_run_model(run)
-    results = {}
-    for image in args.images:
-        try:
-            results[image] = predict(loaded, image, args.top_k)
-        except ImageProblem as exc:
-            raise TLError(f"{image}: {exc}") from exc
+    results = predict_files(load_predictor(args.run, args.runs_dir), args.images, args.top_k)
+    for row in results:  # the unreadable ones, one line each; the others are still predicted
+        if "error" in row:
+            print(f"tl-studio: {row['image']}: {row['error']}", file=sys.stderr)
     if args.json:
-        print(json.dumps({k: [{"label": lbl, "p": p} for lbl, p in v] for k, v in results.items()}))
+        print(json.dumps(results))
     else:
-        for image, top in results.items():
-            print(f"{image}: " + ", ".join(f"{lbl} {p:.1%}" for lbl, p in top))
-    return 0
+        for row in results:
+            if "top_k" in row:
+                print(f"{row['image']}: " + ", ".join(f"{t['label']} {t['prob']:.1%}" for t in row["top_k"]))
+    return 0 if any("top_k" in row for row in results) else EXIT_USER_ERROR
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -1,0 +1,150 @@
+"""Predict from anything the studio wrote: a run (id or folder), a bundle zip, an ONNX file or a
+TorchScript file, with the same preprocessing and the same answer.
+
+Each kind is opened by its own runtime (torch and timm, onnxruntime, ``torch.jit``), and the
+labels and preprocessing come from the file itself, so a prediction never depends on the run
+folder still being there.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TLError
+from .runs import Run, RunStore
+
+
+@dataclass
+class Predictor:
+    """Logits for a preprocessed batch, whatever runs them."""
+
+    kind: str
+    labels: list[str]
+    data_config: dict[str, Any]
+    logits: Callable[[np.ndarray], np.ndarray]
+
+
+def _torch_predictor(kind: str, model: Any, labels: list[str], data_config: dict[str, Any]) -> Predictor:
+    import torch
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).float().numpy()
+
+    return Predictor(kind, labels, data_config, run)
+
+
+def _from_run(run: Run) -> Predictor:
+    from .inference import load_run_model
+
+    loaded = load_run_model(run)
+    return _torch_predictor("run", loaded.model, loaded.labels, loaded.data_config)
+
+
+def _from_bundle(path: Path) -> Predictor:
+    """A bundle is a run folder's essentials in a zip: unpack the few files and rebuild."""
+    with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory() as tmp:
+        names = set(zf.namelist())
+        needed = {"model.safetensors", "labels.json", "preprocessing.json", "config.json", "backbone.json"}
+        if not needed <= names:
+            raise TLError(f"{path.name} is not a model bundle (missing {', '.join(sorted(needed - names))}).")
+        for name in needed:
+            (Path(tmp) / name).write_bytes(zf.read(name))
+        folder = Path(tmp)
+        (folder / "best.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+        (folder / "data_config.json").write_bytes((folder / "preprocessing.json").read_bytes())
+        predictor = _from_run(Run(folder))  # the weights are in memory before the folder goes
+    predictor.kind = "bundle"
+    return predictor
+
+
+def _from_onnx(path: Path) -> Predictor:
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        raise TLError('Predicting from ONNX needs onnxruntime: pip install -e ".[export]".') from None
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "labels.json" not in meta:
+        raise TLError(f"{path.name} was not exported by the studio: it carries no labels.")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return Predictor(
+        "onnx",
+        json.loads(meta["labels.json"]),
+        json.loads(meta["preprocessing.json"]),
+        lambda x: session.run(None, {name: x})[0],
+    )
+
+
+def _from_torchscript(path: Path) -> Predictor:
+    import warnings
+
+    import torch
+
+    extra = {"labels.json": "", "preprocessing.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    if not extra["labels.json"]:
+        raise TLError(f"{path.name} was not exported by the studio: it carries no labels.")
+    return _torch_predictor(
+        "torchscript",
+        module.eval(),
+        json.loads(extra["labels.json"]),
+        json.loads(extra["preprocessing.json"]),
+    )
+
+
+def load_predictor(target: str | Path, runs_dir: str | Path | None = None) -> Predictor:
+    """``target``: a run id, a run folder, a bundle ``.zip``, an ``.onnx`` or a TorchScript file."""
+    path = Path(target)
+    if path.is_dir():
+        return _from_run(Run(path))
+    if path.is_file():
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:  # TorchScript is a zip too, with its code inside
+                scripted = any(name.endswith("constants.pkl") for name in zf.namelist())
+            if scripted:
+                return _from_torchscript(path)
+            return _from_bundle(path)
+        if path.suffix.lower() == ".onnx":
+            return _from_onnx(path)
+        raise TLError(f"{path.name}: not a bundle, an .onnx or a TorchScript file.")
+    return _from_run(RunStore(runs_dir).get(str(target)))
+
+
+def predict_files(predictor: Predictor, images: Sequence[str], top_k: int = 3) -> list[dict[str, Any]]:
+    """One entry per image, in order: ``{"image", "top_k": [{"label", "prob"}]}``, or
+    ``{"image", "error"}`` for an image that can't be read (the others are still predicted)."""
+    from .images import ImageProblem, load_rgb
+    from .preprocessing import eval_transform
+
+    config = dict(predictor.data_config, input_size=tuple(predictor.data_config["input_size"]))
+    transform = eval_transform(config)
+    out: list[dict[str, Any]] = []
+    for image in images:
+        try:
+            x = transform(load_rgb(image)).numpy()[None]
+        except (ImageProblem, OSError) as exc:
+            out.append({"image": image, "error": str(exc)})
+            continue
+        logits = predictor.logits(x.astype(np.float32))[0].astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs)[: min(top_k, len(predictor.labels))]
+        out.append(
+            {
+                "image": image,
+                "top_k": [{"label": predictor.labels[i], "prob": float(probs[i])} for i in order],
+            }
+        )
+    return out
