@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
@@ -43,11 +44,17 @@ def load_run_model(run: Run | str | Path) -> LoadedModel:
     return LoadedModel(model, list(labels), data_config, cfg)
 
 
+def ranked(labels: list[str], logits: np.ndarray, k: int) -> list[tuple[str, float]]:
+    """The ``k`` most likely (label, probability) pairs of one image's logits, whatever ran them."""
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    return [(labels[i], float(probs[i])) for i in np.argsort(-probs)[: min(k, len(labels))]]
+
+
 @torch.no_grad()
 def predict(loaded: LoadedModel, image: Image.Image | str | Path, top_k: int = 3) -> list[tuple[str, float]]:
     """Top-``k`` (label, probability) pairs for one image."""
     img = image if isinstance(image, Image.Image) else load_rgb(image)
     x = eval_transform(loaded.data_config)(img.convert("RGB"))[None]
-    probs = loaded.model(x).softmax(-1)[0]
-    values, indices = probs.topk(min(top_k, len(loaded.labels)))
-    return [(loaded.labels[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+    return ranked(loaded.labels, loaded.model(x)[0].float().numpy(), top_k)

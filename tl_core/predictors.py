@@ -126,6 +126,7 @@ def predict_files(predictor: Predictor, images: Sequence[str], top_k: int = 3) -
     """One entry per image, in order: ``{"image", "top_k": [{"label", "prob"}]}``, or
     ``{"image", "error"}`` for an image that can't be read (the others are still predicted)."""
     from .images import ImageProblem, load_rgb
+    from .inference import ranked
     from .preprocessing import eval_transform
 
     config = dict(predictor.data_config, input_size=tuple(predictor.data_config["input_size"]))
@@ -137,14 +138,6 @@ def predict_files(predictor: Predictor, images: Sequence[str], top_k: int = 3) -
         except (ImageProblem, OSError) as exc:
             out.append({"image": image, "error": str(exc)})
             continue
-        logits = predictor.logits(x.astype(np.float32))[0].astype(np.float64)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        order = np.argsort(-probs)[: min(top_k, len(predictor.labels))]
-        out.append(
-            {
-                "image": image,
-                "top_k": [{"label": predictor.labels[i], "prob": float(probs[i])} for i in order],
-            }
-        )
+        best = ranked(predictor.labels, predictor.logits(x.astype(np.float32))[0], top_k)
+        out.append({"image": image, "top_k": [{"label": label, "prob": prob} for label, prob in best]})
     return out

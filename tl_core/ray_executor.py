@@ -293,7 +293,6 @@ class RayExecutor:
         max_data_mb: float = DEFAULT_MAX_DATA_MB,
         cpus_per_job: int = DEFAULT_CPUS_PER_JOB,
     ):
-        self.address = address
         self.max_data_bytes = max_data_mb * 1e6
         self.cpus_per_job = max(1, int(cpus_per_job))
         self._connected_here = connect(address)
