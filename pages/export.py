@@ -1,7 +1,5 @@
 """Export: the model bundle and a standalone training script, built when asked for."""
 
-from pathlib import Path
-
 import streamlit as st
 
 import ui
@@ -28,9 +26,31 @@ def script(run_dir: str) -> str:
     return training_script(Run(run_dir))
 
 
+@st.cache_data(show_spinner="Writing the model card…", max_entries=8)
+def card(run_dir: str) -> str:
+    from tl_core.model_card import model_card
+    from tl_core.runs import Run
+
+    return model_card(Run(run_dir))
+
+
 st.markdown(
-    "**Model bundle** (zip): `model.safetensors` (the best weights), `labels.json`, `preprocessing.json` "
-    "(the exact resize/crop/normalisation used), `config.json`, and `predict.py`, which needs only torch and timm."
+    "**Model card** (`MODEL_CARD.md`, in every export): what the model was trained on, how well it "
+    "did on validation and test images, and its limits, all from this run's own figures."
+)
+if st.toggle("Show the model card"):
+    try:
+        text = card(str(run.dir))
+    except TLError as exc:
+        ui.error(exc, "Pick a run that finished at least one epoch.")
+    else:
+        with st.container(border=True):
+            st.markdown(text.split("---", 2)[-1])  # without the Hub's metadata header
+        st.download_button("Download MODEL_CARD.md", text, file_name="MODEL_CARD.md", mime="text/markdown")
+st.markdown(
+    "**Model bundle** (zip): `model.safetensors` (the kept epoch's weights), `labels.json`, "
+    "`preprocessing.json` (the exact resize/crop/normalisation used), `config.json`, `MODEL_CARD.md`, "
+    "`predict.py` and `train.py`, which need only torch and timm."
 )
 # Callables run only on click: nothing is packed on page load, and nothing is kept afterwards.
 st.download_button(
@@ -41,11 +61,14 @@ st.download_button(
     type="primary",
 )
 st.markdown(
-    "**ONNX / TorchScript**: the model alone, for onnxruntime (phones, browsers, servers) or "
-    "`torch.jit.load`. Each is checked against the model on real validation images before you get "
-    "it, and carries its labels and preprocessing in its metadata."
+    "**ONNX / TorchScript / timm**: the model alone, for onnxruntime (phones, browsers, servers), "
+    "`torch.jit.load`, or timm itself. Each is checked against the model on real validation images "
+    "before you get it, and carries its labels, preprocessing and model card. The timm folder (zipped) loads with "
+    "`timm.create_model('local-dir:PATH', pretrained=True)`, and timm's `push_to_hf_hub` can put it on "
+    "the Hugging Face Hub."
 )
-for column, fmt, name in zip(st.columns(2), ("onnx", "torchscript"), ("ONNX", "TorchScript"), strict=True):
+formats = (("onnx", "ONNX"), ("torchscript", "TorchScript"), ("timm", "timm"))
+for column, (fmt, name) in zip(st.columns(len(formats)), formats, strict=True):
     with column:
         built = model_export.saved_export(run, fmt)
         if built is None and st.button(f"Build {name}", key=f"build-{fmt}"):
@@ -56,22 +79,25 @@ for column, fmt, name in zip(st.columns(2), ("onnx", "torchscript"), ("ONNX", "T
                     ui.error(exc)
         if built is not None:
             st.caption(model_export.parity_text(built.parity))
+            file_name = model_export.download_name(run, fmt)
             st.download_button(
-                f"Download {name}",
-                lambda path=built.path: Path(path).read_bytes(),
-                file_name=f"{run.id}{model_export.SUFFIXES[fmt]}",
+                f"Download {name}" + (" (.zip)" if fmt in model_export.FOLDER_FORMATS else ""),
+                lambda result=built, file_name=file_name: model_export.download_bytes(result, file_name),
+                file_name=file_name,
                 key=f"download-{fmt}",
             )
 st.markdown(
-    "**Training script**: a standalone `train.py` (torch + timm only) with this run's exact file lists, "
-    "layer groups, phases and learning rates. `python train.py DATA_DIR` reproduces the run."
+    "**Training script**: a standalone `train.py` (torch + timm only). It opens with this run's plan "
+    "as the freeze map shows it (layer groups by module, phases, learning rates) and ends with the "
+    "exact file lists. `python train.py DATA_DIR` reproduces the run epoch by epoch."
 )
 st.download_button(
     "Download train.py", lambda: script(str(run.dir)), file_name="train.py", mime="text/x-python"
 )
 if st.toggle("Preview train.py"):
     try:
-        code = script(str(run.dir))
-        st.code(code[:6000] + ("\n# …" if len(code) > 6000 else ""), language="python")
+        from tl_core.export import script_preview
+
+        st.code(script_preview(script(str(run.dir))), language="python")
     except TLError as exc:
         ui.error(exc, "Pick a run that finished at least one epoch.")

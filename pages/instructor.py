@@ -76,7 +76,7 @@ def room() -> None:
             results,
             hide_index=True,
             width="stretch",
-            column_config={"best val accuracy": st.column_config.NumberColumn(format="percent")},
+            column_config={"val accuracy": st.column_config.NumberColumn(format="percent")},
         )
     st.download_button(
         "Download the room's results (CSV)",

@@ -3,7 +3,7 @@
 import streamlit as st
 
 import ui
-from tl_core import ui_text
+from tl_core import best_epoch, ui_text
 from tl_core.charts import training_curves
 from tl_core.errors import TLError
 from tl_core.evaluation import load_predictions, most_confused, per_class_report
@@ -27,12 +27,12 @@ final = history[-1]
 test_preds = load_predictions(run, "test")
 c = st.columns(5 if test_preds is not None else 4)
 c[0].metric(
-    "Best validation accuracy",
+    "Validation accuracy",
     f"{best['val_acc']:.1%}",
-    help=f"Epoch {best['epoch']}: these weights were kept.",
+    help=f"Epoch {best['epoch']}, whose weights were kept: the {best_epoch.RULE}.",
 )
 c[1].metric("Final validation accuracy", f"{final['val_acc']:.1%}")
-c[2].metric("Best validation loss", f"{best['val_loss']:.3f}")
+c[2].metric("Validation loss", f"{best['val_loss']:.3f}", help=f"Epoch {best['epoch']}, the one kept.")
 c[3].metric("Epochs run", len(history))
 if test_preds is not None:
     c[4].metric(

@@ -21,10 +21,10 @@ if table.empty:
     st.stop()
 
 st.dataframe(
-    table[["rank", "who", "data", "backbone", "strategy", "best val accuracy"]],
+    table[["rank", "who", "data", "backbone", "strategy", "val accuracy"]],
     hide_index=True,
     width="stretch",
-    column_config={"best val accuracy": st.column_config.NumberColumn(format="percent")},
+    column_config={"val accuracy": st.column_config.NumberColumn(format="percent")},
 )
 rows = {row["entry_id"]: row for row in table.to_dict("records")}
 entry = st.selectbox(

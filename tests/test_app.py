@@ -204,10 +204,10 @@ def test_train_page_freeze_map_and_a_real_job(color_folders: Path, real_workers:
     snap = ui.job_manager().wait(job_id, timeout=180)
     assert snap.status == "completed", snap.error
     at.run()
-    assert any("best validation accuracy" in s.value for s in at.success)
+    assert any("the one kept (lowest validation loss)" in s.value for s in at.success)
     # Results and export for that run.
     at = page(at, "results")
-    assert any(m.label == "Best validation accuracy" for m in at.metric)
+    assert any(m.label == "Validation accuracy" for m in at.metric)
     assert len(at.dataframe) >= 1
     assert {"True class", "Predicted as"} <= {s.label for s in at.selectbox}
     at = page(at, "export")
@@ -464,7 +464,7 @@ def test_a_job_of_another_workspace_is_not_found(workshop: None, color_folders: 
     at.query_params["job"] = job
     page(at, "train")
     assert at.session_state["job_id"] == job
-    assert any("best validation accuracy" in s.value for s in at.success)
+    assert any("the one kept (lowest validation loss)" in s.value for s in at.success)
 
 
 def test_double_clicked_start_submits_one_job(workshop: None, color_folders: Path) -> None:
@@ -569,7 +569,7 @@ def test_room_board_empty_and_with_a_shared_run(workshop: None) -> None:
     RoomBoard().share(ws, run.id)
     at = page(as_student(joined("Bob")), "room")
     board = at.dataframe[0].value
-    assert list(board.columns) == ["rank", "who", "data", "backbone", "strategy", "best val accuracy"]
+    assert list(board.columns) == ["rank", "who", "data", "backbone", "strategy", "val accuracy"]
     assert list(board["who"]) == ["Ada"]
     assert at.selectbox[0].options[0].startswith("#1 Ada · bees.zip")
     assert len(at.get("plotly_chart")) == 2  # curves and confusion matrix

@@ -55,10 +55,14 @@ def test_standalone_script_reproduces_the_plan(
     plan = training_plan(finished_run)
     assert [p["name"] for p in plan["phases"]] == ["warm up head", "fine-tune stage 5"]
     assert sum(p["epochs"] for p in plan["phases"]) == 3
-    assert len(plan["train"]) + len(plan["val"]) == 36
+    assert len(plan["split"]["train"]) + len(plan["split"]["val"]) == 36
     with zipfile.ZipFile(__import__("io").BytesIO(bundle_bytes(finished_run))) as zf:
         script = zf.read("train.py").decode()
     assert "import tl_core" not in script and "from tl_core" not in script
+    # Readable: the plan names modules, as the freeze map does, not thousands of parameters.
+    plan_part = script[: script.index("# ---- the run's exact files")]
+    assert "'stage 5': ['blocks.4'" in plan_part and "'head': ['classifier']" in plan_part
+    assert "blocks.4.0" not in plan_part and len(plan_part.splitlines()) < 400
     (tmp_path / "train.py").write_text(script)
     out = subprocess.run(
         [sys.executable, "train.py", str(color_folders), "--out", "re.safetensors"],

@@ -9,7 +9,9 @@ from tl_core.freezing import (
     STEM,
     frozen_bn_modules,
     group_learning_rates,
+    group_prefixes,
     layer_groups,
+    match_groups,
     optimizer_param_groups,
     report,
     set_trainable,
@@ -40,6 +42,25 @@ def test_groups_run_stem_to_head_and_cover_every_parameter_once(name: str) -> No
     assert sum(report(model, groups)[-1].total for _ in [0]) == sum(
         p.numel() for p in head_module.parameters()
     )
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_groups_read_as_module_names_and_match_back_exactly(name: str) -> None:
+    """The exported train.py names groups by module and matches parameters at run time."""
+    model = timm.create_model(name, num_classes=3)
+    groups = layer_groups(model)
+    prefixes = group_prefixes(groups)
+    assert match_groups([n for n, _ in model.named_parameters()], prefixes) == {
+        n: g.name for g in groups for n in g.params
+    }
+    assert sum(len(v) for v in prefixes.values()) < len(list(model.parameters())) / 3
+
+
+def test_efficientnet_groups_by_module() -> None:
+    prefixes = group_prefixes(layer_groups(timm.create_model("efficientnet_lite0", num_classes=3)))
+    assert prefixes["stem"] == ["conv_stem", "bn1"]
+    assert prefixes["stage 7"] == ["blocks.6", "conv_head", "bn2"]  # the pretrained neck
+    assert prefixes["head"] == ["classifier"]
 
 
 def test_pretrained_neck_joins_the_last_stage() -> None:

@@ -78,14 +78,14 @@ def test_runs_frame_rows_are_numbers_from_the_run_folders(tmp_path: Path) -> Non
     assert len(frame) == 3  # the LR range test has no accuracy to compare
     rows = {r["run"]: r for r in frame.to_dict("records")}
     assert rows[done.id]["trainable %"] == 0.25
-    assert rows[done.id]["best val accuracy"] == 0.8
+    assert rows[done.id]["val accuracy"] == 0.8
     assert rows[done.id]["wall time (s)"] == 12.5
     assert rows[done.id]["device"] == "CPU (2 threads)"
     assert rows[done.id]["experiment"] == "Does pretraining help?"
     assert rows[cut.id]["status"] == "stopped (time limit)"
     assert rows[running.id]["status"] == "running"
-    assert math.isnan(rows[running.id]["trainable %"]) and math.isnan(rows[running.id]["best val accuracy"])
-    assert frame["best val accuracy"].dtype.kind == "f"  # numeric, so the column sorts as numbers
+    assert math.isnan(rows[running.id]["trainable %"]) and math.isnan(rows[running.id]["val accuracy"])
+    assert frame["val accuracy"].dtype.kind == "f"  # numeric, so the column sorts as numbers
 
 
 def test_curve_counts_feature_caching_as_training_time() -> None:

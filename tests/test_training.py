@@ -157,9 +157,23 @@ def test_early_stopping_and_best_weights(color_folders: Path) -> None:
     result = trainer.fit()
     assert result.status == "early-stopped" and result.epochs_run < 200
     assert result.best_epoch == best.record.epoch
+    # One rule: the lowest validation loss is kept, and early stopping counts from that epoch.
+    losses = [r.val_loss for r in result.history]
+    assert result.best_epoch == 1 + losses.index(min(losses))
+    assert result.epochs_run == result.best_epoch + 2
     # The model holds the best epoch's weights, not the last one's.
     final_head = trainer.model.get_classifier().weight
     assert torch.equal(final_head, best.state["classifier.weight"])
+
+
+def test_best_epoch_rule_prefers_lower_loss_then_higher_accuracy() -> None:
+    from tl_core.best_epoch import best_record
+
+    def row(epoch: int, loss: float, acc: float) -> dict:
+        return {"epoch": epoch, "val_loss": loss, "val_acc": acc}
+
+    assert best_record([row(1, 0.5, 0.9), row(2, 0.4, 0.8), row(3, float("nan"), 1.0)])["epoch"] == 2
+    assert best_record([row(1, 0.4, 0.8), row(2, 0.4, 0.85), row(3, 0.4, 0.85)])["epoch"] == 2
 
 
 def test_class_weights_only_when_imbalanced() -> None:

@@ -109,7 +109,10 @@ def test_outcome() -> None:
         )
     )
     assert kind == "success"
-    assert text == "Completed: best validation accuracy **94.1%** (epoch 2) in 21 s."
+    # Epoch 2 has the top accuracy, but epoch 3 the lowest validation loss: it is the one kept.
+    assert text == (
+        "Completed: validation accuracy **90.0%** at epoch 3, the one kept (lowest validation loss) in 21 s."
+    )
 
 
 def test_sidebar_run_line() -> None:
@@ -212,11 +215,11 @@ def test_room_run_label_and_percent() -> None:
         "who": "Ada",
         "data": "bees.zip",
         "strategy": "gradual",
-        "best val accuracy": 0.875,
+        "val accuracy": 0.875,
         "started": "10:02",
     }
     assert ui_text.room_run_label(row) == "Ada · bees.zip · gradual · 87.5% · 10:02"
-    assert ui_text.room_run_label(row | {"best val accuracy": None, "status": "stopped"}).endswith(
+    assert ui_text.room_run_label(row | {"val accuracy": None, "status": "stopped"}).endswith(
         "stopped · 10:02"
     )
     assert (

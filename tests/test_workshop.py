@@ -396,7 +396,7 @@ def test_room_board_shares_only_what_was_shared(studio_home: Path, color_folders
         board.share(alice.id, private.run_id)  # a run from another workspace is not Alice's
     results = room_results()
     assert set(results["who"]) == {"Alice", "Bob"} and len(results) == 2
-    assert "best val accuracy" in results.to_csv(index=False)
+    assert "val accuracy" in results.to_csv(index=False)
     board.unshare(entry.entry_id)
     assert board.entries() == []
 

@@ -19,37 +19,77 @@ from .errors import TLError
 EXIT_USER_ERROR = 2
 
 
+_TRAIN_FLAGS = (
+    "backbone",
+    "strategy",
+    "weights",
+    "epochs",
+    "image_size",
+    "batch_size",
+    "lr",
+    "augment",
+    "unfreeze_top",
+    "patience",
+    "label_smoothing",
+    "train_bn",
+    "device",
+    "seed",
+    "test_fraction",
+)
+"""``train`` flags named as the ``TrainConfig`` fields they set. They default to None (not
+given), so a ``--config`` file's values stand unless a flag is typed; the help states the
+``TrainConfig`` default that applies without a file."""
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .config import AUGMENT_PRESETS
+    from .config import AUGMENT_PRESETS, TrainConfig
     from .strategies import list_strategies
 
+    d = TrainConfig()
     p = sub.add_parser("train", help="train a classifier on a folder, a .zip or a built-in sample")
-    p.add_argument("data", help="folder of class folders (or train/ + val/), a .zip, or 'digits'")
-    p.add_argument("--backbone", default="efficientnet_lite0", help="see `tl-studio backbones`")
+    p.add_argument(
+        "data",
+        nargs="?",
+        help="folder of class folders (or train/ + val/), a .zip, or 'digits'; replaces the one in --config",
+    )
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="a run's config.json (in every export): its settings are the defaults, flags given here win",
+    )
+    p.add_argument("--backbone", help=f"see `tl-studio backbones` (default {d.backbone})")
     p.add_argument(
         "--strategy",
-        default="feature-extraction",
         choices=[s.name for s in list_strategies()],
-        help="how much of the backbone retrains, from least to most; epochs and LR default per strategy",
+        help="how much of the backbone retrains, from least to most; epochs and LR default per "
+        f"strategy (default {d.strategy})",
     )
     p.add_argument("--epochs", type=int, help="default depends on the strategy")
     p.add_argument("--image-size", type=int, help="input size in px (default: the backbone's)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     p.add_argument("--lr", type=float, help="head learning rate (default depends on the strategy)")
-    p.add_argument("--weights", default="auto", help="auto, bundled, hub, none or file:PATH")
-    p.add_argument("--augment", default="none", choices=list(AUGMENT_PRESETS))
-    p.add_argument("--unfreeze-top", type=int, default=2, help="groups unfrozen by fine-tune-top")
-    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--train-bn", action="store_true", help="keep BatchNorm trainable in frozen layers")
-    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--weights", help=f"auto, bundled, hub, none or file:PATH (default {d.weights})")
+    p.add_argument("--augment", choices=list(AUGMENT_PRESETS), help=f"default {d.augment}")
+    p.add_argument(
+        "--unfreeze-top", type=int, help=f"groups unfrozen by fine-tune-top (default {d.unfreeze_top})"
+    )
+    p.add_argument(
+        "--patience", type=int, help=f"early-stopping patience in epochs (default {d.patience}; 0: off)"
+    )
+    p.add_argument("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
+    p.add_argument(
+        "--train-bn",
+        action=argparse.BooleanOptionalAction,
+        help="keep BatchNorm trainable in frozen layers (default: frozen)",
+    )
+    p.add_argument("--device", help=f"auto, cuda, mps or cpu (default {d.device})")
     p.add_argument("--runs-dir", help="where run folders go (default $TL_STUDIO_HOME/runs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help=f"default {d.seed}")
     p.add_argument(
         "--test-fraction",
         type=float,
-        default=0.0,
-        help="hold out this share of each class as a test split, scored once at the end (no test/ folder)",
+        help="hold out this share of each class as a test split, scored once at the end (no test/ folder; "
+        f"default {d.test_fraction:g})",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     _add_executor(p)
@@ -108,13 +148,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--runs-dir")
     p.add_argument("--json", action="store_true")
+    from .model_export import FORMATS as EXPORT_FORMATS  # light: no torch until an export is built
+
     p = sub.add_parser(
-        "export", help="write a run as a bundle, ONNX or TorchScript (checked against the model)"
+        "export",
+        help="write a run as a bundle, ONNX, TorchScript or a timm folder (checked against the model)",
     )
     p.add_argument("run", help="run id (see `tl-studio runs`) or run folder")
-    p.add_argument("--format", default="bundle", choices=["bundle", "onnx", "torchscript"])
+    p.add_argument("--format", default="bundle", choices=EXPORT_FORMATS)
     p.add_argument(
-        "--out", help="file to write (default: <run id>-bundle.zip / .onnx / .torchscript.pt here)"
+        "--out",
+        help="file to write, a folder for timm (default here: <run id>-bundle.zip, .onnx, "
+        ".torchscript.pt or -timm/)",
     )
     p.add_argument("--runs-dir")
     p.add_argument("--json", action="store_true")
@@ -141,32 +186,53 @@ def _fmt_eta(seconds: float | None) -> str:
 
 
 def _train(args: argparse.Namespace, started: float) -> int:
-    from .config import TrainConfig
     from .jobs import JobManager, create_executor
 
-    cfg = TrainConfig(
-        data=args.data,
-        backbone=args.backbone,
-        strategy=args.strategy,
-        weights=args.weights,
-        epochs=args.epochs,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        augment=args.augment,
-        unfreeze_top=args.unfreeze_top,
-        patience=args.patience or None,
-        label_smoothing=args.label_smoothing,
-        train_bn=args.train_bn,
-        device=args.device,
-        seed=args.seed,
-        test_fraction=args.test_fraction,
-    )
+    cfg = _train_config(args)
     manager = JobManager(args.runs_dir, executor=create_executor(_settings(args), local="thread"))
     try:
         return _follow(manager, manager.submit(cfg), args, started)
     finally:
         manager.shutdown()
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    """The ``TrainConfig`` to run: ``--config``'s settings (or the defaults), then every flag
+    typed on the command line, then the positional data path."""
+    import dataclasses
+
+    from .config import TrainConfig
+    from .errors import ConfigError
+
+    base = _read_config(args.config) if args.config else TrainConfig()
+    given = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    if "patience" in given:
+        given["patience"] = given["patience"] or None  # 0: off
+    if args.data is not None:
+        # The config's label names its own data; another path gets labelled by its own name.
+        given |= {"data": args.data, "data_label": base.data_label if args.data == base.data else ""}
+    elif not args.config:
+        raise ConfigError(
+            "Give the data to train on (a folder, a .zip or 'digits'), or --config with a run's config.json."
+        )
+    # A new run from the terminal is not part of the experiment the config's run belonged to.
+    return dataclasses.replace(base, group="", **given)
+
+
+def _read_config(path: str) -> Any:
+    """A JSON ``TrainConfig`` such as a run's ``config.json``; keys it doesn't know are ignored."""
+    from .config import TrainConfig
+    from .errors import ConfigError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"Can't read the config file {path}: {exc.strerror or exc}.") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); pass a run's config.json.") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds no settings: it should be a JSON object, like a run's config.json.")
+    return TrainConfig.from_dict(data)
 
 
 def _follow(manager: Any, job_id: str, args: argparse.Namespace, started: float) -> int:
@@ -221,8 +287,8 @@ def _follow(manager: Any, job_id: str, args: argparse.Namespace, started: float)
     summary = _summary(manager, job_id, started)
     test = summary["test_acc"]
     print(
-        f"{st.status}: best val accuracy {summary['best_val_acc']:.2%} after {summary['epochs_run']} "
-        f"epoch(s) in {summary['wall_s']:.1f}s{' on ' + st.node if st.node else ''}"
+        f"{st.status}: val accuracy {summary['best_val_acc']:.2%} at epoch {summary['best_epoch']} (kept: "
+        f"lowest val loss) of {summary['epochs_run']} in {summary['wall_s']:.1f}s{' on ' + st.node if st.node else ''}"
         + (f"; held-out test accuracy {test:.2%}" if test is not None else "")
         + f"; weights in {summary['run_dir']}/best.safetensors",
         file=sys.stderr,

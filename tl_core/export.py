@@ -1,8 +1,9 @@
 """Export a run: a model bundle (weights, labels, preprocessing, a predict script) and a
 standalone training script that reproduces the run with only torch and timm.
 
-The training script embeds the run's exact plan (file lists, layer groups, phases, learning
-rates) as data, so it needs no part of this package and can be read top to bottom.
+The training script opens with the run's plan as the freeze map shows it (layer groups by module
+name, phases, learning rates, settings) and ends with the exact file lists, so it needs no part
+of this package and can be read top to bottom.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 from .backbones import BACKBONES, classifier_name
 from .config import TrainConfig
 from .errors import TLError
-from .freezing import bn_param_names, layer_groups
+from .freezing import HEAD, group_prefixes, layer_groups
+from .model_card import model_card
 from .preprocessing import AUGMENT_KWARGS
 from .runs import Run
 from .strategies import plan_phases
@@ -32,7 +34,8 @@ def _relative_items(items: list[tuple[str, int]], root: Path) -> list[tuple[str,
 
 
 def training_plan(run: Run) -> dict[str, Any]:
-    """Everything the standalone script needs, as JSON-ready data."""
+    """Everything the standalone script needs, as JSON-ready data: the freeze map's groups by
+    module name, the phases, the settings and the exact files."""
     import timm
 
     from .training import class_weights
@@ -48,39 +51,90 @@ def training_plan(run: Run) -> dict[str, Any]:
         cfg.backbone, pretrained=False, num_classes=len(labels), **backbone.get("model_kwargs", {})
     )
     groups = layer_groups(model)
+    prefixes = group_prefixes(groups)
+    if prefixes[HEAD] != [classifier_name(model)]:
+        raise TLError(f"{cfg.backbone}'s classifier is not one module: the script can't rebuild its head.")
     spec = BACKBONES.get(cfg.backbone)
     weights = class_weights([lbl for _, lbl in split["train"]], len(labels), cfg.class_weights)
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
     return {
+        "run": run.id,
+        "data_root_used": str(root),
         "backbone": cfg.backbone,
-        "hub_name": spec.hub_name if spec else None,
+        "model_kwargs": backbone.get("model_kwargs", {}),
         "weights": backbone["weights"],
         "weights_detail": backbone["weights_detail"],
-        "model_kwargs": backbone.get("model_kwargs", {}),
-        "classifier": classifier_name(model),
+        "hub_name": spec.hub_name if spec else None,
+        "bundled_package": spec.bundled_package if spec else None,
         "classes": labels,
-        "data_config": run.read_json("data_config.json"),
+        "preprocessing": {k: v for k, v in (run.read_json("data_config.json") or {}).items() if k in keys},
         "augment": AUGMENT_KWARGS.get(cfg.augment),
-        "feature_cache": cfg.uses_feature_cache,
+        "groups": prefixes,
+        "phases": [{"name": p.name, "epochs": p.epochs, "lr": p.lrs} for p in plan_phases(cfg, groups)],
         "batch_size": cfg.batch_size,
-        "seed": cfg.seed,
         "weight_decay": cfg.weight_decay,
         "label_smoothing": cfg.label_smoothing,
-        "class_weights": weights.tolist() if weights is not None else None,
+        "class_weights": [round(w, 6) for w in weights.tolist()] if weights is not None else None,
         "patience": cfg.patience,
         "train_bn": cfg.train_bn,
-        "bn_params": sorted(bn_param_names(model)) if cfg.train_bn else [],
-        "groups": {g.name: g.params for g in groups},
-        "phases": [{"name": p.name, "epochs": p.epochs, "lrs": p.lrs} for p in plan_phases(cfg, groups)],
-        "train": _relative_items(split["train"], root),
-        "val": _relative_items(split["val"], root),
-        "data_root_used": str(root),
+        "seed": cfg.seed,
+        "feature_cache": cfg.uses_feature_cache,
+        "split": {name: _relative_items(items, root) for name, items in split.items() if items},
     }
+
+
+def _literal(value: Any, indent: int = 4) -> str:
+    """``value`` as Python source: one entry per line for the plan's dicts and lists, so a
+    person reads (and edits) the freeze map as a table."""
+    if isinstance(value, dict) and value and any(isinstance(v, (dict, list)) for v in value.values()):
+        pad = " " * indent
+        rows = "".join(f"{pad}{k!r}: {_literal(v, indent + 4)},\n" for k, v in value.items())
+        return "{\n" + rows + " " * (indent - 4) + "}"
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        pad = " " * indent
+        rows = "".join(f"{pad}{v!r},\n" for v in value)
+        return "[\n" + rows + " " * (indent - 4) + "]"
+    return repr(value)
+
+
+def _split_literal(split: dict[str, list[tuple[str, int]]]) -> str:
+    """The file lists, one file per line (long, so at the end of the script)."""
+    rows = []
+    for name, items in split.items():
+        files = "".join(f"        [{path!r}, {label}],\n" for path, label in items)
+        rows.append(f"    {name!r}: [\n{files}    ],\n")
+    return "{\n" + "".join(rows) + "}"
 
 
 def training_script(run: Run) -> str:
     """A ``train.py`` that reproduces ``run`` (see the module docstring)."""
-    plan = json.dumps(training_plan(run), indent=1)
-    return _template("train.py").replace("__PLAN__", plan)
+    plan = training_plan(run)
+    fill = {
+        "RUN": plan["run"],
+        "ROOT": plan["data_root_used"],
+        "SPLIT": _split_literal(plan["split"]),
+    }
+    for key in (
+        "backbone", "model_kwargs", "weights", "weights_detail", "hub_name", "bundled_package",
+        "classes", "preprocessing", "augment", "groups", "phases", "batch_size", "weight_decay",
+        "label_smoothing", "class_weights", "patience", "train_bn", "seed", "feature_cache",
+    ):  # fmt: skip
+        fill[key.upper()] = _literal(plan[key])
+    script = _template("train.py")
+    for key, value in fill.items():
+        script = script.replace(f"__{key}__", value)
+    return script
+
+
+FILE_LISTS = "# ---- the run's exact files"
+"""Where ``train.py``'s code ends and its (long) file lists begin."""
+
+
+def script_preview(script: str) -> str:
+    """``train.py`` without its file lists: the part a person reads."""
+    head, _, tail = script.partition(FILE_LISTS)
+    files = sum(1 for line in tail.splitlines() if line.startswith("        ["))
+    return head + f"# ---- then the run's exact files ({files} of them), and main() ----\n"
 
 
 def bundle_bytes(run: Run, include_training_script: bool = True) -> bytes:
@@ -96,6 +150,7 @@ def bundle_bytes(run: Run, include_training_script: bool = True) -> bytes:
         zf.writestr("config.json", json.dumps(run.read_json("config.json"), indent=2))
         zf.writestr("backbone.json", json.dumps(backbone, indent=2))
         zf.writestr("metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics()))
+        zf.writestr("MODEL_CARD.md", model_card(run))
         zf.writestr("predict.py", _template("predict.py"))
         if include_training_script:
             zf.writestr("train.py", training_script(run))
@@ -114,7 +169,8 @@ def write_bundle(run: Run, path: str | Path) -> Path:
 _BUNDLE_README = """Transfer Learning Studio model bundle
 Run: {run}   Backbone: {name}
 
-model.safetensors   the best weights (safetensors: no pickle, safe to load)
+MODEL_CARD.md       what it was trained on, how well it did (validation and test), its limits
+model.safetensors   the kept epoch's weights (safetensors: no pickle, safe to load)
 labels.json         class names, in output order
 preprocessing.json  resize/crop/normalisation the model was trained with (timm data config)
 config.json         every training setting

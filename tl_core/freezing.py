@@ -80,6 +80,35 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
     return groups
 
 
+def group_prefixes(groups: list[LayerGroup]) -> dict[str, list[str]]:
+    """Each group as the fewest module names that hold exactly its parameters (``blocks.6``,
+    ``conv_head``): the freeze map in words a person can read, and what ``train.py`` matches
+    parameter names against (``match_groups``) instead of listing thousands of them."""
+    owner = {n: g.name for g in groups for n in g.params}
+    under: dict[str, set[str]] = {}
+    for name, group in owner.items():
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            under.setdefault(".".join(parts[:i]), set()).add(group)
+    out: dict[str, list[str]] = {}
+    for g in groups:
+        prefixes: list[str] = []
+        for name in g.params:
+            parts = name.split(".")
+            prefix = next(p for i in range(1, len(parts) + 1) if under[p := ".".join(parts[:i])] == {g.name})
+            if prefix not in prefixes:
+                prefixes.append(prefix)
+        out[g.name] = prefixes
+    return out
+
+
+def match_groups(names: Iterable[str], prefixes: dict[str, list[str]]) -> dict[str, str]:
+    """Parameter name -> group, by ``group_prefixes`` (the exported ``train.py`` does the same)."""
+    return {
+        n: g for n in names for g, ps in prefixes.items() if any(n == p or n.startswith(p + ".") for p in ps)
+    }
+
+
 def _neck_patterns(matcher: dict) -> list[str]:
     """Regexes timm pins after every block (ordinal 99999): the layers between blocks and head."""
     blocks = matcher.get("blocks", [])

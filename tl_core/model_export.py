@@ -1,5 +1,6 @@
-"""Exports that run without this package or timm: ONNX (for onnxruntime, phones, browsers) and
-TorchScript (for C++ and plain ``torch.jit.load``).
+"""Exports that run without this package: ONNX (for onnxruntime, phones, browsers), TorchScript
+(for C++ and plain ``torch.jit.load``), and timm's own pretrained folder (for
+``timm.create_model("local-dir:PATH", pretrained=True)`` and timm's tools for the Hugging Face Hub).
 
 Each export is checked against the run's own torch model on real validation images before it
 is written: the largest logit difference and the top-1 agreement are reported and stored in the
@@ -9,10 +10,14 @@ export that disagrees with the model is refused, and nothing is written.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
+import shutil
 import tempfile
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +31,17 @@ if TYPE_CHECKING:  # torch loads when an export is built, not when the Export pa
 
     from .inference import LoadedModel
 
-FORMATS = ("bundle", "onnx", "torchscript")
-SUFFIXES = {"bundle": "-bundle.zip", "onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS = ("bundle", "onnx", "torchscript", "timm")
+SUFFIXES = {"bundle": "-bundle.zip", "onnx": ".onnx", "torchscript": ".torchscript.pt", "timm": "-timm"}
+TIMM_TRAIN_CONFIG = "train_config.json"
+"""The run's settings in a timm folder, whose ``config.json`` is timm's own."""
+FOLDER_FORMATS = frozenset({"timm"})
+"""Written as a folder, not one file: the app downloads them zipped."""
+_FOLDER_FILES = frozenset(
+    {"config.json", "model.safetensors", "labels.json", "preprocessing.json", "parity.json", "source.json"}
+    | {"README.md", "MODEL_CARD.md", "train_config.json"}
+)
+"""What an earlier export folder may hold: only such a folder is replaced by a new export."""
 PARITY_IMAGES = 32
 MAX_LOGIT_DIFF = 1e-3
 """Float32 kernels differ in summation order, not in answers: beyond this, the export is wrong."""
@@ -97,13 +111,20 @@ def _parity(expected: torch.Tensor, got: torch.Tensor, what: str) -> Parity:
     return parity
 
 
-def _metadata(run: Run, loaded: LoadedModel, parity: Parity) -> dict[str, str]:
-    """What a user of the bare file needs: the labels in output order and the preprocessing."""
+def _metadata(
+    run: Run, loaded: LoadedModel, parity: Parity, config_file: str = "config.json"
+) -> dict[str, str]:
+    """What a user of the bare file needs: the labels in output order, the preprocessing, the
+    model card and the settings that reproduce the run (``config_file``: the card's name for it)."""
+    from .model_card import model_card
+
     return {
         "labels.json": json.dumps(loaded.labels),
         "preprocessing.json": json.dumps(loaded.data_config),
         "parity.json": json.dumps(asdict(parity)),
         "source.json": json.dumps({"run": run.id, "backbone": loaded.config.backbone}),
+        "MODEL_CARD.md": model_card(run, config_file),
+        config_file: json.dumps(run.read_json("config.json"), indent=2),
     }
 
 
@@ -167,11 +188,112 @@ def export_torchscript(run: Run, out: Path) -> ExportResult:
     return ExportResult("torchscript", str(out), parity)
 
 
+def _timm_overlay(data_config: dict[str, Any]) -> dict[str, Any]:
+    """The run's preprocessing as a ``pretrained_cfg_overlay``: every ``save_for_hf`` since our timm
+    floor (1.0.26) writes the model's pretrained cfg into config.json, but only newer ones take a
+    ``data_config``. The tag, papers and test-time size of the ImageNet weights describe other
+    weights, so they are cleared."""
+    from timm.models import PretrainedCfg
+
+    known = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    overlay = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items() if k in known}
+    cleared = ("tag", "test_input_size", "test_crop_pct", "origin_url", "paper_ids", "paper_name", "notes")
+    return overlay | dict.fromkeys(cleared)
+
+
+def _same_preprocessing(wanted: dict[str, Any], got: dict[str, Any]) -> bool:
+    def plain(cfg: dict[str, Any]) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple | list) else v for k, v in cfg.items() if k in wanted}
+
+    return plain(wanted) == plain(got)
+
+
+def _check_folder_target(out: Path) -> None:
+    """Refuse, before any work, to replace anything but an earlier export folder."""
+    if out.exists() and not out.is_dir():
+        raise TLError(f"{out} is a file, not a folder: choose another --out for the timm export.")
+    if out.is_dir() and not {p.name for p in out.iterdir()} <= _FOLDER_FILES:
+        raise TLError(
+            f"{out} already exists and holds files that are not from an export, so it was not "
+            "replaced. Choose another --out, or empty that folder."
+        )
+
+
+def _replace_folder(built: Path, out: Path) -> None:
+    """Move the finished ``built`` folder onto ``out``; an earlier export there is swapped out,
+    then deleted (a folder can't be renamed over a non-empty one)."""
+    _check_folder_target(out)
+    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
+    try:
+        if out.exists():
+            os.replace(out, trash / out.name)
+        try:
+            os.replace(built, out)
+        except BaseException:
+            if (trash / out.name).exists():
+                os.replace(trash / out.name, out)
+            raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def export_timm(run: Run, out: Path) -> ExportResult:
+    """timm's pretrained folder (``config.json`` with the labels and preprocessing,
+    ``model.safetensors``), checked by loading it back through ``local-dir:``."""
+    import timm
+    import torch
+    from timm.data import resolve_data_config
+    from timm.models import save_for_hf
+
+    from .inference import load_run_model
+
+    _check_folder_target(out)
+    loaded = load_run_model(run)
+    batch = _validation_batch(run, loaded)
+    kwargs = (run.read_json("backbone.json") or {}).get("model_kwargs", loaded.config.model_kwargs)
+    # Rebuilt by its architecture name, never a hub name, so ``local-dir:`` rebuilds the same model.
+    model = timm.create_model(
+        loaded.config.backbone,
+        pretrained=False,
+        num_classes=len(loaded.labels),
+        pretrained_cfg_overlay=_timm_overlay(loaded.data_config),
+        **kwargs,
+    )
+    model.load_state_dict(loaded.model.state_dict())
+    model.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        save_for_hf(
+            model,
+            str(tmp),
+            model_config={"label_names": list(loaded.labels)},
+            model_args=kwargs,
+            safe_serialization=True,
+        )
+        reloaded = timm.create_model(f"local-dir:{tmp}", pretrained=True).eval()
+        with torch.no_grad():
+            parity = _parity(loaded.model(batch), reloaded(batch), "timm")
+        resolved = resolve_data_config({}, model=reloaded)
+        if not _same_preprocessing(loaded.data_config, resolved):
+            raise TLError(
+                f"timm {timm.__version__} reads the exported preprocessing back as {resolved}, not the "
+                f"run's {loaded.data_config}, so the timm export was not written. Use the bundle instead."
+            )
+        for name, text in _metadata(run, loaded, parity, TIMM_TRAIN_CONFIG).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        _replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult("timm", str(out), parity)
+
+
 def saved_export(run: Run, fmt: str) -> ExportResult | None:
     """The export the app already built for ``run`` (kept in its folder: a finished run never
     changes), or None."""
     record = run.read_json(f"exports/{fmt}.json")
-    if not record or not Path(record["path"]).is_file():
+    if not record or not Path(record["path"]).exists():  # a file, or a folder for timm
         return None
     parity = Parity(**record["parity"]) if record.get("parity") else None
     return ExportResult(record["format"], record["path"], parity)
@@ -186,6 +308,26 @@ def export_in_run(run: Run, fmt: str) -> ExportResult:
     return found
 
 
+def download_name(run: Run, fmt: str) -> str:
+    """The app's file name for a download: folder formats come as a zip of the folder."""
+    name = f"{run.id}{SUFFIXES[fmt]}"
+    return f"{name}.zip" if fmt in FOLDER_FORMATS else name
+
+
+def download_bytes(result: ExportResult, name: str) -> bytes:
+    """The export as one download named ``name``: the file itself, or a folder zipped so that it
+    unzips to a folder of that name (less ``.zip``), ready for ``local-dir:``."""
+    path = Path(result.path)
+    if not path.is_dir():
+        return path.read_bytes()
+    root = name.removesuffix(".zip")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            zf.write(file, f"{root}/{file.relative_to(path).as_posix()}")
+    return buf.getvalue()
+
+
 def parity_text(check: Parity) -> str:
     """How an export was checked, in one sentence (the CLI, the Export page)."""
     return (
@@ -195,13 +337,18 @@ def parity_text(check: Parity) -> str:
 
 
 def describe(result: ExportResult) -> str:
-    """The CLI's line for an export."""
+    """The CLI's line for an export; a folder says how to load it."""
     where = f"{result.format}: {result.path}"
-    return where if result.parity is None else f"{where} ({parity_text(result.parity).lower()})"
+    if result.parity is not None:
+        where = f"{where} ({parity_text(result.parity).lower()})"
+    if result.format in FOLDER_FORMATS:
+        where = f"{where}. Load it with timm.create_model('local-dir:{result.path}', pretrained=True)"
+    return where
 
 
 def export_run(run: Run, fmt: str, out: str | Path | None = None) -> ExportResult:
-    """Write ``run`` as ``fmt`` to ``out`` (default: ``<run id><suffix>`` in the current folder)."""
+    """Write ``run`` as ``fmt`` to ``out`` (default: ``<run id><suffix>`` in the current folder;
+    a folder for timm)."""
     from .export import write_bundle
 
     if fmt not in FORMATS:
@@ -211,4 +358,4 @@ def export_run(run: Run, fmt: str, out: str | Path | None = None) -> ExportResul
     path = Path(out) if out else Path(f"{run.id}{SUFFIXES[fmt]}")
     if fmt == "bundle":
         return ExportResult("bundle", str(write_bundle(run, path)), None)
-    return {"onnx": export_onnx, "torchscript": export_torchscript}[fmt](run, path)
+    return {"onnx": export_onnx, "torchscript": export_torchscript, "timm": export_timm}[fmt](run, path)

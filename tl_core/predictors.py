@@ -1,5 +1,5 @@
-"""Predict from anything the studio wrote: a run (id or folder), a bundle zip, an ONNX file or a
-TorchScript file, with the same preprocessing and the same answer.
+"""Predict from anything the studio wrote: a run (id or folder), a bundle zip, an ONNX file, a
+TorchScript file or a timm folder, with the same preprocessing and the same answer.
 
 Each kind is opened by its own runtime (torch and timm, onnxruntime, ``torch.jit``), and the
 labels and preprocessing come from the file itself, so a prediction never depends on the run
@@ -104,10 +104,25 @@ def _from_torchscript(path: Path) -> Predictor:
     )
 
 
+def _from_timm_folder(path: Path) -> Predictor:
+    """timm's own folder: timm rebuilds and loads it; the labels are in its ``config.json``."""
+    import timm
+    from timm.data import resolve_data_config
+
+    labels = json.loads((path / "config.json").read_text(encoding="utf-8")).get("label_names")
+    if not labels:
+        raise TLError(f"{path} has no label_names in its config.json: it is not a classifier export.")
+    model = timm.create_model(f"local-dir:{path}", pretrained=True).eval()
+    return _torch_predictor("timm", model, list(labels), resolve_data_config({}, model=model))
+
+
 def load_predictor(target: str | Path, runs_dir: str | Path | None = None) -> Predictor:
-    """``target``: a run id, a run folder, a bundle ``.zip``, an ``.onnx`` or a TorchScript file."""
+    """``target``: a run id, a run folder, a bundle ``.zip``, an ``.onnx`` or a TorchScript file,
+    or a timm export folder."""
     path = Path(target)
     if path.is_dir():
+        if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+            return _from_timm_folder(path)
         return _from_run(Run(path))
     if path.is_file():
         if zipfile.is_zipfile(path):

@@ -87,12 +87,12 @@ class RoomBoard:
                 continue
             rows.append({"entry_id": entry.entry_id, "who": entry.owner, **_run_row(summary)})
         frame = pd.DataFrame(rows, columns=["entry_id", "who", *_RUN_COLUMNS])
-        frame = frame.sort_values("best val accuracy", ascending=False, na_position="last")
+        frame = frame.sort_values("val accuracy", ascending=False, na_position="last")
         frame.insert(0, "rank", range(1, len(frame) + 1))
         return frame.reset_index(drop=True)
 
 
-_RUN_COLUMNS = ["data", "backbone", "strategy", "best val accuracy", "epochs", "status", "started", "run"]
+_RUN_COLUMNS = ["data", "backbone", "strategy", "val accuracy", "epochs", "status", "started", "run"]
 
 
 def _run_row(summary: RunSummary) -> dict[str, Any]:
@@ -100,7 +100,7 @@ def _run_row(summary: RunSummary) -> dict[str, Any]:
         "data": summary.data_label,
         "backbone": summary.backbone,
         "strategy": summary.strategy,
-        "best val accuracy": summary.best_val_acc,
+        "val accuracy": summary.best_val_acc,
         "epochs": summary.epochs_run,
         "status": summary.status,
         "started": time.strftime("%H:%M", time.localtime(summary.created_at)),

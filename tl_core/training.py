@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from . import best_epoch
 from .backbones import classifier_name
 from .config import TrainConfig
 from .data import Dataset
@@ -202,21 +203,22 @@ class TimeLimit(Callback):
 
 
 class EarlyStopping(Callback):
-    """Ends a phase after ``patience`` epochs without a lower validation loss; in the last
-    phase that ends the run. Counting restarts with each phase, since unfreezing more layers
+    """Ends a phase after ``patience`` epochs without a new best epoch (``best_epoch``'s rule:
+    the epoch whose weights would be kept); in the last phase that ends the run. The best is
+    kept across phases, but counting restarts with each phase, since unfreezing more layers
     often makes things briefly worse before better."""
 
     def __init__(self, patience: int):
         self.patience = patience
-        self.best = math.inf
+        self.best: tuple[float, float] | None = None
         self.bad_epochs = 0
 
     def on_phase_start(self, trainer: Trainer, phase: Phase) -> None:
         self.bad_epochs = 0
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
-        if record.val_loss < self.best - 1e-4:
-            self.best, self.bad_epochs = record.val_loss, 0
+        if best_epoch.is_better(record.val_loss, record.val_acc, self.best):
+            self.best, self.bad_epochs = best_epoch.key(record.val_loss, record.val_acc), 0
         else:
             self.bad_epochs += 1
             if self.bad_epochs >= self.patience:
@@ -224,18 +226,17 @@ class EarlyStopping(Callback):
 
 
 class BestWeights(Callback):
-    """Keeps the weights of the best epoch (val accuracy, ties to lower val loss) and puts
-    them back at the end, so the saved model is the best one seen, not the last."""
+    """Keeps the weights of the best epoch (``best_epoch``'s rule) and puts them back at the
+    end, so the saved model is the best one seen, not the last."""
 
     def __init__(self) -> None:
-        self.key: tuple[float, float] = (-1.0, -math.inf)
+        self.key: tuple[float, float] | None = None
         self.record: EpochRecord | None = None
         self.state: dict[str, torch.Tensor] | None = None
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
-        key = (record.val_acc, -record.val_loss)
-        if key > self.key:
-            self.key, self.record = key, record
+        if best_epoch.is_better(record.val_loss, record.val_acc, self.key):
+            self.key, self.record = best_epoch.key(record.val_loss, record.val_acc), record
             self.state = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
 
     def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None:
@@ -427,7 +428,7 @@ class Trainer:
         )
 
     def _result(self, wall_s: float) -> TrainResult:
-        best = max(self.history, key=lambda r: (r.val_acc, -r.val_loss), default=None)
+        best = min(self.history, key=lambda r: best_epoch.key(r.val_loss, r.val_acc), default=None)
         params = report(self.model, self.groups)
         trainable = max((r.trainable_params for r in self.history), default=sum(p.trainable for p in params))
         status = self.stop_reason

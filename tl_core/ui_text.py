@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .best_epoch import best_record
 from .devicelock import WAITING
 from .runner import STOP_STAGES
 
@@ -107,17 +108,15 @@ def outcome(snap: JobStatus) -> tuple[str, str] | None:
     if not snap.trained:
         return "warning", NOTHING_TRAINED
     best = best_record(snap.history)
-    text = f"{snap.status.capitalize()}: best validation accuracy **{best['val_acc']:.1%}** (epoch {best['epoch']})"
+    text = (
+        f"{snap.status.capitalize()}: validation accuracy **{best['val_acc']:.1%}** at epoch "
+        f"{best['epoch']}, the one kept (lowest validation loss)"
+    )
     if snap.result and snap.result.get("wall_s") is not None:
         text += f" in {snap.result['wall_s']:.0f} s"
     if snap.stage == TIME_LIMIT:
         text += ", stopped at the room's time limit"
     return "success", text + "."
-
-
-def best_record(history: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """The kept epoch: best validation accuracy, lower loss breaking ties (as the trainer does)."""
-    return max(history, key=lambda h: (h["val_acc"], -h.get("val_loss", 0.0)))
 
 
 def run_line(snap: JobStatus) -> str:
@@ -194,7 +193,7 @@ def queue_rows(snaps: Sequence[JobStatus], now: float | None = None) -> list[dic
 
 def room_run_label(row: Mapping[str, Any]) -> str:
     """A row of ``room.room_results()`` as the instructor picks it: who · data · strategy · acc."""
-    acc = row.get("best val accuracy")
+    acc = row.get("val accuracy")
     acc_text = f"{acc:.1%}" if isinstance(acc, float) and acc == acc else str(row.get("status", ""))
     return f"{row['who']} · {row['data']} · {row['strategy']} · {acc_text} · {row['started']}"
 

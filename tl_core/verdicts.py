@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .best_epoch import best_record
 from .run_table import Curve, curve
 from .runs import ACTIVE
-from .ui_text import TIME_LIMIT, best_record
+from .ui_text import TIME_LIMIT
 
 CLOSE = 0.02
 """Accuracies within 2 points are "about the same": a validation set of a few hundred images

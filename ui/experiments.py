@@ -200,8 +200,11 @@ def runs_table(frame: pd.DataFrame) -> list[int]:
                 width="small",
                 help="Share of the model's parameters that training changed.",
             ),
-            "best val accuracy": st.column_config.NumberColumn(
-                "best val acc", format="percent", width="small"
+            "val accuracy": st.column_config.NumberColumn(
+                "val acc",
+                format="percent",
+                width="small",
+                help="At the kept epoch: the lowest validation loss.",
             ),
             "epochs": st.column_config.NumberColumn(width="small"),
             "wall time (s)": st.column_config.NumberColumn(
