@@ -17,7 +17,7 @@ st.title("5. Results")
 run = ui.pick_run()
 history = run.metrics()
 preds = load_predictions(run)
-labels = run.read_json("labels.json") or []
+labels = run.labels()
 if not history or preds is None:
     st.warning("This run has no evaluation yet (it stopped before finishing an epoch).")
     st.stop()

@@ -41,6 +41,6 @@ history = run.metrics()
 if history:
     st.plotly_chart(training_curves(history), width="stretch")
 preds = load_predictions(run)
-labels = run.read_json("labels.json") or []
+labels = run.labels()
 if preds is not None and labels:
     ui.confusion_block(preds, labels)

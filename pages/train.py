@@ -8,6 +8,7 @@ from tl_core import ui_text
 from tl_core.charts import freeze_map, training_curves
 from tl_core.errors import TLError
 from tl_core.freezing import HEAD, freeze_rows, group_learning_rates
+from tl_core.runs import RunStatus
 from tl_core.strategies import config_from_freeze_map, default_trainable
 from ui import lr_finder as lr_ui
 
@@ -120,7 +121,7 @@ def live() -> None:
         return
     if ui_text.poll_interval(s) != interval:
         st.rerun()  # queued -> running -> finished: a full rerun sets the new polling rate
-    if s.status == "queued":
+    if s.status == RunStatus.QUEUED:
         st.info(ui_text.queue_text(s), icon=":material/hourglass_top:")
     else:
         st.progress(min(max(s.progress, 0.0), 1.0), text=ui_text.progress_text(s))

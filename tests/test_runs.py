@@ -123,3 +123,42 @@ def test_half_deleted_run_never_shows(tmp_path: Path) -> None:
         store.get(tomb.name)
     store.delete(b.id)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_run_reads_back_typed_and_rebuilds_its_model(studio_home: Path, color_folders: Path) -> None:
+    import threading
+
+    from conftest import tiny_config
+    from tl_core.backbones import BackboneInfo
+    from tl_core.config import TrainConfig
+    from tl_core.data import DatasetProfile
+    from tl_core.inference import rebuild_model
+    from tl_core.runner import JobSpec, run_job
+    from tl_core.runs import RunStatus
+
+    cfg = tiny_config(color_folders, epochs=1).resolved()
+    run = RunStore().create(cfg.to_dict())
+    run_job(JobSpec("job", cfg.to_dict(), str(run.dir), "cpu"), lambda e: None, threading.Event())
+    assert run.status()["status"] == RunStatus.COMPLETED == "completed"
+    assert isinstance(run.config(), TrainConfig) and run.config().backbone == cfg.backbone
+    assert run.labels() == ["blue", "green", "red"]
+    split = run.split()
+    assert sum(len(v) for v in split.values()) == 36 and all(isinstance(i, int) for _, i in split["train"])
+    assert isinstance(run.backbone(), BackboneInfo) and run.backbone().weights == "none"
+    profile = run.profile()
+    assert isinstance(profile, DatasetProfile) and profile.n_train == len(split["train"])
+    assert run.data_config()["input_size"] == (3, 32, 32)
+    saved = run.load_weights()
+    kept = rebuild_model(run).state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in saved.items())
+    fresh = rebuild_model(run, weights=False)
+    assert not fresh.training and any(not torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_a_run_that_never_started_reads_back_empty(tmp_path: Path) -> None:
+    from tl_core.inference import rebuild_model
+
+    run = RunStore(tmp_path).create({"backbone": "resnet18"})
+    assert run.labels() == [] and run.split() == {} and run.backbone() is None and run.profile() is None
+    with pytest.raises(TLError, match="not a finished run"):
+        rebuild_model(run)

@@ -7,6 +7,7 @@ from typing import Any
 from .config import TrainConfig
 from .errors import TLError
 from .jobs import JobManager, JobStatus, get_job_manager
+from .runs import RunStatus
 
 
 def train(data: str = "digits", manager: JobManager | None = None, **settings: Any) -> JobStatus:
@@ -15,6 +16,6 @@ def train(data: str = "digits", manager: JobManager | None = None, **settings: A
     manager = manager or get_job_manager()
     job_id = manager.submit(TrainConfig(data=data, **settings))
     status = manager.wait(job_id)
-    if status.status == "failed":
+    if status.status == RunStatus.FAILED:
         raise TLError(status.error or "training failed")
     return status

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TLError
+from .runs import Run, RunStatus
 
 EXIT_USER_ERROR = 2
 
@@ -281,7 +282,7 @@ def _follow(manager: Any, job_id: str, args: argparse.Namespace, started: float)
         st = manager.wait(job_id)
     finally:
         bar.close()
-    if st.status == "failed":
+    if st.status == RunStatus.FAILED:
         print(f"tl-studio: error: {st.error}", file=sys.stderr)
         return EXIT_USER_ERROR if st.user_error else 1
     summary = _summary(manager, job_id, started)
@@ -290,21 +291,20 @@ def _follow(manager: Any, job_id: str, args: argparse.Namespace, started: float)
         f"{st.status}: val accuracy {summary['best_val_acc']:.2%} at epoch {summary['best_epoch']} (kept: "
         f"lowest val loss) of {summary['epochs_run']} in {summary['wall_s']:.1f}s{' on ' + st.node if st.node else ''}"
         + (f"; held-out test accuracy {test:.2%}" if test is not None else "")
-        + f"; weights in {summary['run_dir']}/best.safetensors",
+        + f"; weights in {summary['run_dir']}/{Run.WEIGHTS}",
         file=sys.stderr,
     )
     if args.json:
         print(json.dumps(summary))
-    return 130 if st.status == "stopped" else 0
+    return 130 if st.status == RunStatus.STOPPED else 0
 
 
 def _summary(manager: Any, job_id: str, started: float) -> dict[str, Any]:
-    from .runs import Run
 
     st = manager.snapshot(job_id)
     run = Run(st.run_dir)
-    cfg = run.read_json("config.json", {})
-    profile = run.read_json("dataset.json", {})
+    cfg = run.config_dict()
+    profile = run.read_json(Run.DATASET, {})
     result = st.result or {}
     return {
         "run_id": st.run_id,
@@ -312,7 +312,7 @@ def _summary(manager: Any, job_id: str, started: float) -> dict[str, Any]:
         "status": st.status,
         "strategy": cfg.get("strategy"),
         "backbone": cfg.get("backbone"),
-        "weights": (run.read_json("backbone.json", {}) or {}).get("weights_detail"),
+        "weights": info.weights_detail if (info := run.backbone()) else None,
         "image_size": cfg.get("image_size"),
         "best_val_acc": result.get("best_val_acc"),
         "best_epoch": result.get("best_epoch"),

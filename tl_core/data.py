@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,14 @@ class DatasetProfile:
         out.update(n_train=self.n_train, n_val=self.n_val, n_test=self.n_test)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetProfile:
+        """The inverse of ``to_dict`` (whose derived ``n_*`` totals are dropped)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["skipped"] = [SkippedFile(**s) for s in values.get("skipped", [])]
+        return cls(**values)
+
 
 @dataclass
 class Dataset:
@@ -107,10 +115,8 @@ class Dataset:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Dataset:
         """The inverse of ``to_dict``: a scan made on another machine (or read back from JSON)."""
-        fields = dict(data["profile"])
-        fields["skipped"] = [SkippedFile(**s) for s in fields.get("skipped", [])]
         items = {split: [(str(p), int(label)) for p, label in rows] for split, rows in data["items"].items()}
-        return cls(profile=DatasetProfile(**fields), items=items)
+        return cls(profile=DatasetProfile.from_dict(data["profile"]), items=items)
 
     def relative_items(self) -> dict[str, list[tuple[str, int]]]:
         """Each item's path relative to the profile's root: how a copy elsewhere names it."""

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .errors import ConfigError, NotFound
 from .fsutil import read_json, write_json_atomic
 from .run_table import Curve
-from .runs import Run, RunStore
+from .runs import Run, RunStatus, RunStore
 from .ui_text import clock
 from .verdicts import (
     FEATURE_EXTRACTION,
@@ -209,10 +209,10 @@ def record_config(store: RunStore, record: ExperimentRecord) -> TrainConfig | No
     restore a refreshed tab's project from the experiment in its URL."""
     for ref in record.runs:
         try:
-            data = store.get(ref["run_id"]).read_json("config.json")
+            data = store.get(ref["run_id"]).config_dict()
         except NotFound:
             continue
-        if isinstance(data, dict):
+        if data:
             return replace(TrainConfig.from_dict(data), group="")
     return None
 
@@ -299,7 +299,7 @@ def _from_folder(label: str, run: Run) -> ExperimentRun:
     return ExperimentRun(
         label=label,
         run_id=run.id,
-        status=status.get("status", "unknown"),
+        status=status.get("status", RunStatus.UNKNOWN),
         history=run.metrics(),
         result=status.get("result"),
         error=status.get("error"),
@@ -356,10 +356,10 @@ def collect(
             continue
         snap = live.get(ref["run_id"])
         run = _from_snapshot(ref["label"], snap) if snap else _from_folder(ref["label"], folder)
-        run.lr = (folder.read_json("config.json", {}) or {}).get("lr")
+        run.lr = folder.config_dict().get("lr")
         if run.finished and reads_forgetting:
             run.kept, run.kept_detail = _forgetting(folder)
-        n_classes = n_classes or len(folder.read_json("labels.json", []) or [])
+        n_classes = n_classes or len(folder.labels())
         runs.append(run)
     return ExperimentView(record, runs, n_classes, deleted)
 
@@ -367,17 +367,17 @@ def collect(
 def status_line(r: ExperimentRun, now: float | None = None) -> str:
     """Where one run of the experiment stands, in a line."""
     now = time.time() if now is None else now
-    if r.status == "queued":
+    if r.status == RunStatus.QUEUED:
         return f"waiting, number {r.queue_position} in the queue" if r.queue_position else "waiting its turn"
-    if r.status == "failed":
+    if r.status == RunStatus.FAILED:
         return f"failed: {r.error or 'no reason was given'}"
     if r.finished:
         reason = {
             "time-limit": "cut at the budget",
-            "early-stopped": "early-stopped",
-            "completed": "finished",
-            "interrupted": "interrupted",
-        }.get(r.stop_reason, "stopped")
+            RunStatus.EARLY_STOPPED: RunStatus.EARLY_STOPPED,
+            RunStatus.COMPLETED: "finished",
+            RunStatus.INTERRUPTED: RunStatus.INTERRUPTED,
+        }.get(r.stop_reason, RunStatus.STOPPED)
         if not r.trained:
             return f"{reason} before its first epoch ended"
         n = len(r.history)
@@ -436,4 +436,8 @@ def poll_interval(view: ExperimentView) -> float | None:
 
     if view.finished:
         return None
-    return POLL_RUNNING_S if any(r.status in ("running", "stopping") for r in view.runs) else POLL_QUEUED_S
+    return (
+        POLL_RUNNING_S
+        if any(r.status in (RunStatus.RUNNING, RunStatus.STOPPING) for r in view.runs)
+        else POLL_QUEUED_S
+    )

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from .backbones import BACKBONES, classifier_name
-from .config import TrainConfig
 from .errors import TLError
 from .freezing import HEAD, group_prefixes, layer_groups
 from .model_card import model_card
@@ -36,20 +35,20 @@ def _relative_items(items: list[tuple[str, int]], root: Path) -> list[tuple[str,
 def training_plan(run: Run) -> dict[str, Any]:
     """Everything the standalone script needs, as JSON-ready data: the freeze map's groups by
     module name, the phases, the settings and the exact files."""
-    import timm
-
+    from .inference import rebuild_model
     from .training import class_weights
 
-    cfg = TrainConfig.from_dict(run.read_json("config.json") or {}).resolved()
-    backbone = run.read_json("backbone.json") or {}
-    labels = run.read_json("labels.json")
-    split = run.read_json("split.json")
-    if not backbone or not labels or not split:
-        raise TLError(f"Run {run.id} did not get far enough to export (no backbone, labels or split yet).")
-    root = Path(run.read_json("dataset.json")["root"])
-    model = timm.create_model(
-        cfg.backbone, pretrained=False, num_classes=len(labels), **backbone.get("model_kwargs", {})
+    cfg, backbone, labels, split, profile = (
+        run.config().resolved(),
+        run.backbone(),
+        run.labels(),
+        run.split(),
+        run.profile(),
     )
+    if not backbone or not labels or not split or not profile:
+        raise TLError(f"Run {run.id} did not get far enough to export (no backbone, labels or split yet).")
+    root = Path(profile.root)
+    model = rebuild_model(run, weights=False)
     groups = layer_groups(model)
     prefixes = group_prefixes(groups)
     if prefixes[HEAD] != [classifier_name(model)]:
@@ -61,20 +60,20 @@ def training_plan(run: Run) -> dict[str, Any]:
         "run": run.id,
         "data_root_used": str(root),
         "backbone": cfg.backbone,
-        "model_kwargs": backbone.get("model_kwargs", {}),
-        "weights": backbone["weights"],
-        "weights_detail": backbone["weights_detail"],
+        "model_kwargs": backbone.model_kwargs,
+        "weights": backbone.weights,
+        "weights_detail": backbone.weights_detail,
         "hub_name": spec.hub_name if spec else None,
         "bundled_package": spec.bundled_package if spec else None,
         "classes": labels,
-        "preprocessing": {k: v for k, v in (run.read_json("data_config.json") or {}).items() if k in keys},
+        "preprocessing": {k: v for k, v in run.read_json(Run.DATA_CONFIG).items() if k in keys},
         "augment": AUGMENT_KWARGS.get(cfg.augment),
         "groups": prefixes,
         "phases": [{"name": p.name, "epochs": p.epochs, "lr": p.lrs} for p in plan_phases(cfg, groups)],
         "batch_size": cfg.batch_size,
         "weight_decay": cfg.weight_decay,
         "label_smoothing": cfg.label_smoothing,
-        "class_weights": [round(w, 6) for w in weights.tolist()] if weights is not None else None,
+        "class_weights": weights.tolist() if weights is not None else None,
         "patience": cfg.patience,
         "train_bn": cfg.train_bn,
         "seed": cfg.seed,
@@ -141,20 +140,23 @@ def bundle_bytes(run: Run, include_training_script: bool = True) -> bytes:
     """The model bundle as zip bytes: ready for ``st.download_button`` or a file."""
     if not run.weights_path.exists():
         raise TLError(f"Run {run.id} has no trained weights to export yet.")
-    backbone = run.read_json("backbone.json") or {}
+    backbone = run.backbone()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.write(run.weights_path, "model.safetensors")
-        zf.writestr("labels.json", json.dumps(run.read_json("labels.json"), indent=2))
-        zf.writestr("preprocessing.json", json.dumps(run.read_json("data_config.json"), indent=2))
-        zf.writestr("config.json", json.dumps(run.read_json("config.json"), indent=2))
-        zf.writestr("backbone.json", json.dumps(backbone, indent=2))
+        for name, source in (
+            ("labels.json", Run.LABELS),
+            ("preprocessing.json", Run.DATA_CONFIG),
+            ("config.json", Run.CONFIG),
+            ("backbone.json", Run.BACKBONE),
+        ):
+            zf.writestr(name, json.dumps(run.read_json(source), indent=2))
         zf.writestr("metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics()))
         zf.writestr("MODEL_CARD.md", model_card(run))
         zf.writestr("predict.py", _template("predict.py"))
         if include_training_script:
             zf.writestr("train.py", training_script(run))
-        zf.writestr("README.txt", _BUNDLE_README.format(name=backbone.get("name", "?"), run=run.id))
+        zf.writestr("README.txt", _BUNDLE_README.format(name=backbone.name if backbone else "?", run=run.id))
     return buf.getvalue()
 
 

@@ -150,7 +150,8 @@ def missing_reason(run: Run) -> str:
             f"The forgetting meter failed on this run (details in {ERROR_LOG} in the run folder). "
             "The trained model is not affected."
         )
-    weights = (run.read_json("backbone.json") or {}).get("weights")
+    info = run.backbone()
+    weights = info.weights if info else None
     if run.summary().strategy == "from-scratch" or weights == "none":
         return (
             "This run started from random weights: it had no ImageNet knowledge to keep or forget, "
@@ -257,8 +258,7 @@ def probe_images(val_items: Sequence[tuple[str, int]], max_user: int = MAX_USER_
 
 def probe_paths(run: Run) -> dict[tuple[str, str], Path]:
     """(source, name) -> file, to show thumbnails next to a report's rows."""
-    split = run.read_json("split.json") or {}
-    return {(p.source, p.name): p.path for p in probe_images(split.get("val", []))}
+    return {(p.source, p.name): p.path for p in probe_images(run.split().get("val", []))}
 
 
 def imagenet_label(index: int) -> str:

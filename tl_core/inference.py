@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,25 +24,40 @@ class LoadedModel:
     labels: list[str]
     data_config: dict
     config: TrainConfig
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    """The extra ``timm.create_model`` arguments the architecture was built with."""
+
+
+def rebuild_model(run: Run, weights: bool = True, **timm_kwargs: Any) -> nn.Module:
+    """The run's architecture, in eval mode: random init (never a download), then the kept
+    epoch's weights unless ``weights=False`` (the layer groups need only the architecture).
+
+    The one place a finished run becomes a model again: prediction, every export, the
+    training script and the model card build it here.
+    """
+    import timm
+
+    cfg, labels, info = run.config(), run.labels(), run.backbone()
+    if not cfg.backbone or not labels or info is None:
+        raise TLError(f"{run.dir} is not a finished run (config, labels or backbone missing).")
+    model = timm.create_model(
+        cfg.backbone, pretrained=False, num_classes=len(labels), **info.model_kwargs, **timm_kwargs
+    )
+    if weights:
+        model.load_state_dict(run.load_weights())
+    return model.eval()
 
 
 def load_run_model(run: Run | str | Path) -> LoadedModel:
-    """Rebuild the architecture (random init, no download) and load ``best.safetensors``."""
-    import timm
-
+    """A finished run's model with what predicting needs: labels and preprocessing."""
     run = run if isinstance(run, Run) else Run(run)
-    cfg_dict = run.read_json("config.json")
-    labels = run.read_json("labels.json")
-    data_config = run.read_json("data_config.json")
-    if not cfg_dict or not labels or not data_config:
-        raise TLError(f"{run.dir} is not a finished run (config, labels or data config missing).")
-    cfg = TrainConfig.from_dict(cfg_dict)
-    kwargs = (run.read_json("backbone.json") or {}).get("model_kwargs", cfg.model_kwargs)
-    model = timm.create_model(cfg.backbone, pretrained=False, num_classes=len(labels), **kwargs)
-    model.load_state_dict(run.load_weights())
-    model.eval()
-    data_config["input_size"] = tuple(data_config["input_size"])
-    return LoadedModel(model, list(labels), data_config, cfg)
+    data_config = run.data_config()
+    if not data_config:
+        raise TLError(f"{run.dir} is not a finished run (its preprocessing is missing).")
+    info = run.backbone()
+    return LoadedModel(
+        rebuild_model(run), run.labels(), data_config, run.config(), info.model_kwargs if info else {}
+    )
 
 
 def ranked(labels: list[str], logits: np.ndarray, k: int) -> list[tuple[str, float]]:

@@ -26,11 +26,11 @@ from .errors import NotFound, QuotaExceeded
 from .executors import Executor, ProcessExecutor, ThreadExecutor
 from .queueing import pooled_waits, service_order
 from .runner import STOP_STAGES, JobSpec
-from .runs import Run, RunStore
+from .runs import Run, RunStatus, RunStore
 from .settings import StudioSettings
 from .workspaces import SOLO, WorkspaceStore
 
-FINISHED = ("stopped", "completed", "failed")
+FINISHED = (RunStatus.STOPPED, RunStatus.COMPLETED, RunStatus.FAILED)
 JOB_KINDS = ("train", "lr-find")
 DOUBLE_SUBMIT_S = 10.0
 """A repeated ``request_id`` within this window is the same click, not a second job."""
@@ -51,7 +51,7 @@ class JobStatus:
     """``train`` or ``lr-find``."""
     group: str = ""
     """Shared by the runs of one experiment (``TrainConfig.group``)."""
-    status: str = "queued"
+    status: str = RunStatus.QUEUED
     """queued / running / stopping / stopped / completed / failed."""
     queue_position: int | None = None
     wait_s: float | None = None
@@ -148,7 +148,7 @@ class Job:
     def snapshot(self) -> JobStatus:
         with self._lock:
             snap = dataclasses.replace(self._status, history=list(self._status.history))
-        if snap.starts_at is not None and snap.status == "queued":
+        if snap.starts_at is not None and snap.status == RunStatus.QUEUED:
             snap.wait_s = max(snap.starts_at - time.time(), 0.0)
         return snap
 
@@ -409,8 +409,8 @@ class JobManager:
             except Exception as exc:  # disk full, executor shut down: fail this job, not the queue
                 self._running.pop(job.id, None)
                 job.update(
-                    status="failed",
-                    stage="failed",
+                    status=RunStatus.FAILED,
+                    stage=RunStatus.FAILED,
                     error=f"Could not start: {exc}",
                     finished_at=time.time(),
                 )
@@ -435,7 +435,7 @@ class JobManager:
         self._last_served[job.workspace] = self._turn
         now = time.time()
         job.update(
-            status="running",
+            status=RunStatus.RUNNING,
             queue_position=None,
             wait_s=None,
             starts_at=None,
@@ -443,7 +443,7 @@ class JobManager:
             stage="starting",
             device=device,
         )
-        job.run.write_status("running", started_at=now, device=device)
+        job.run.write_status(RunStatus.RUNNING, started_at=now, device=device)
         spec = JobSpec(
             job_id=job.id,
             config=job.config.to_dict(),
@@ -497,7 +497,7 @@ class JobManager:
         kind = event["type"]
         if kind == "update":
             fields = dict(event["fields"])
-            if job.peek("status") == "stopping":
+            if job.peek("status") == RunStatus.STOPPING:
                 fields.pop("status", None)
             job.update(**fields)
         elif kind == "history":
@@ -508,12 +508,18 @@ class JobManager:
     def _finish(self, job: Job, fields: dict[str, Any]) -> None:
         """The job's one ``done``: whatever goes wrong here, the job ends and the queue moves."""
         try:
-            fields = {"status": "failed", "stage": "failed", "finished_at": time.time()} | fields
-            if fields["status"] == "failed" and not fields.get("error"):
+            fields = {
+                "status": RunStatus.FAILED,
+                "stage": RunStatus.FAILED,
+                "finished_at": time.time(),
+            } | fields
+            if fields["status"] == RunStatus.FAILED and not fields.get("error"):
                 fields["error"] = "The job ended without saying why; start it again."
             job.update(**fields)
-            if fields["status"] == "failed" and fields.get("error_type") == "WorkerDied":
-                job.run.write_status("failed", error=fields.get("error"), finished_at=fields["finished_at"])
+            if fields["status"] == RunStatus.FAILED and fields.get("error_type") == "WorkerDied":
+                job.run.write_status(
+                    RunStatus.FAILED, error=fields.get("error"), finished_at=fields["finished_at"]
+                )
         finally:
             try:
                 with self._lock:
@@ -521,7 +527,7 @@ class JobManager:
                     started = job.peek("started_at")
                     # Time-limited jobs are the long ones: leaving them out would promise short waits.
                     counts = (
-                        fields.get("status") == "completed"
+                        fields.get("status") == RunStatus.COMPLETED
                         or fields.get("stage") == STOP_STAGES["time-limit"]
                     )
                     if counts and started:
@@ -557,12 +563,15 @@ class JobManager:
                 self._queue.remove(job)
                 now = time.time()
                 job.update(
-                    status="stopped", stage="stopped while queued", queue_position=None, finished_at=now
+                    status=RunStatus.STOPPED,
+                    stage="stopped while queued",
+                    queue_position=None,
+                    finished_at=now,
                 )
-                job.run.write_status("stopped", finished_at=now)
+                job.run.write_status(RunStatus.STOPPED, finished_at=now)
                 job.done.set()
                 self._dispatch_locked()
-            elif job.update_unless_finished(status="stopping"):
+            elif job.update_unless_finished(status=RunStatus.STOPPING):
                 self.executor.stop(job.id)
         return job.snapshot()
 
@@ -576,7 +585,7 @@ class JobManager:
                 for j in self._queue + list(self._running.values())
                 if j.config.group == group and (workspace is None or j.workspace == workspace)
             ]
-        queued = [j for j in jobs if j.peek("status") == "queued"]
+        queued = [j for j in jobs if j.peek("status") == RunStatus.QUEUED]
         for job in queued + [j for j in jobs if j not in queued]:
             self.stop(job.id, workspace)
         return len(jobs)
@@ -596,7 +605,10 @@ class JobManager:
             running = list(self._running.values())
             waiting = list(self._queue)
         snaps = [j.snapshot() for j in running + waiting]
-        return sorted(snaps, key=lambda s: (s.status not in ("running", "stopping"), s.queue_position or 0))
+        return sorted(
+            snaps,
+            key=lambda s: (s.status not in (RunStatus.RUNNING, RunStatus.STOPPING), s.queue_position or 0),
+        )
 
     def job_config(self, job_id: str, workspace: str | None = None) -> TrainConfig:
         return self._job(job_id, workspace).config

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import TrainConfig
 from .freezing import HEAD, LayerGroup
-from .runs import Run
+from .runs import Run, RunStatus
 
 if TYPE_CHECKING:
     import torch
@@ -243,7 +243,7 @@ def range_test(
     avg, best = 0.0, math.inf
     for i, lr in enumerate(lrs):
         if stop is not None and stop.is_set():
-            curve.ended = "stopped"
+            curve.ended = RunStatus.STOPPED
             break
         loss = step(lr)
         if not math.isfinite(loss):
@@ -411,7 +411,7 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
             # Loaded from the cache, features count as all their batches done.
             report.at(trainer.units_done, done == total, stage=stage, stage_done=done, stage_total=total)
             if should_stop():
-                trainer.request_stop("stopped")
+                trainer.request_stop(RunStatus.STOPPED)
 
     trainer = Trainer(
         model,
@@ -463,7 +463,7 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
         should_stop()  # checked before the next batch
 
     if trainer.should_stop:  # stopped while caching features
-        curve = Curve(ended="stopped")
+        curve = Curve(ended=RunStatus.STOPPED)
     else:
         reporter.update(stage=STAGE, stage_done=0, stage_total=steps)
         try:
@@ -476,8 +476,8 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise TrainingFailed(trainer._oom_message("GPU")) from exc
-    status = "stopped" if curve.ended == "stopped" else "completed"
-    if status == "completed":
+    status = RunStatus.STOPPED if curve.ended == RunStatus.STOPPED else RunStatus.COMPLETED
+    if status == RunStatus.COMPLETED:
         suggestion = suggest(curve.lrs, curve.smoothed)
     else:
         suggestion = Suggestion(
@@ -535,7 +535,7 @@ def trainable_changed(result: LRFindResult, cfg: TrainConfig, groups: list[Layer
 
 def progress_text(snap: JobStatus) -> str:
     """The LR test's progress caption: caching features, or the step it is on."""
-    if snap.status == "queued":
+    if snap.status == RunStatus.QUEUED:
         where = f"number {snap.queue_position} in the queue" if snap.queue_position else "in the queue"
         return f"Waiting for the machine ({where}); the test starts automatically."
     if snap.stage == STAGE and snap.stage_total:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,11 @@ import pandas as pd
 
 from .archive import display_name
 from .config import TrainConfig
-from .data import SMALL_IMAGE_PX, TINY_CLASS, DatasetProfile, SkippedFile
+from .data import SMALL_IMAGE_PX, TINY_CLASS, DatasetProfile
 from .errors import TLError
 from .evaluation import load_predictions, per_class_report
-from .fsutil import read_json
 from .paths import studio_home
-from .runs import Run
+from .runs import Run, RunStatus
 from .strategies import Phase
 from .ui_text import NO_TEST_SPLIT
 
@@ -106,12 +105,12 @@ def model_card(run: Run, config_file: str = "config.json") -> str:
 # -- reading the run ----------------------------------------------------------------------------
 def _read(run: Run) -> _Facts:
     status = run.status()
-    classes = read_json(run.labels_path)
-    raw_profile = read_json(run.dataset_path)
-    backbone = run.read_json("backbone.json")
-    if not classes or not raw_profile or not backbone or not status.get("epochs_run"):
+    classes = run.labels()
+    profile = run.profile()
+    backbone = run.read_json(Run.BACKBONE)
+    if not classes or not profile or not backbone or not status.get("epochs_run"):
         raise TLError(f"Run {run.id} has no trained model to describe yet (it never finished an epoch).")
-    cfg = TrainConfig.from_dict(read_json(run.config_path) or {}).resolved()
+    cfg = run.config().resolved()
     reports = {}
     for split in ("val", "test"):
         df = load_predictions(run, split)
@@ -120,33 +119,23 @@ def _read(run: Run) -> _Facts:
     return _Facts(
         run=run,
         cfg=cfg,
-        profile=_profile(raw_profile),
+        profile=profile,
         backbone=backbone,
         status=status,
         classes=list(classes),
         reports=reports,
-        phases=_phases(cfg, len(classes), backbone.get("model_kwargs") or {}),
+        phases=_phases(run, cfg),
     )
 
 
-def _profile(raw: dict[str, Any]) -> DatasetProfile:
-    """``dataset.json`` back into its dataclass (the file also holds derived ``n_*`` totals)."""
-    known = {f.name for f in fields(DatasetProfile)}
-    values = {k: v for k, v in raw.items() if k in known}
-    values["skipped"] = [SkippedFile(**s) for s in values.get("skipped", [])]
-    return DatasetProfile(**values)
-
-
-def _phases(cfg: TrainConfig, n_classes: int, model_kwargs: dict[str, Any]) -> list[Phase]:
+def _phases(run: Run, cfg: TrainConfig) -> list[Phase]:
     """The run's schedule, planned again from its config and the architecture's layer groups
     (the same planner training used; the groups need the model built, not its weights)."""
-    import timm
-
     from .freezing import layer_groups
+    from .inference import rebuild_model
     from .strategies import plan_phases
 
-    model = timm.create_model(cfg.backbone, pretrained=False, num_classes=n_classes, **model_kwargs)
-    return plan_phases(cfg, layer_groups(model))
+    return plan_phases(cfg, layer_groups(rebuild_model(run, weights=False)))
 
 
 # -- formatting helpers --------------------------------------------------------------------------
@@ -237,7 +226,7 @@ def _model(f: _Facts) -> str:
     phase_rows = [
         [p.name, p.epochs, ", ".join(f"{group} {lr:g}" for group, lr in p.lrs.items())] for p in f.phases
     ]
-    stop = {"early-stopped": " (early stopping ended it)", "stopped": " (stopped by hand)"}
+    stop = {RunStatus.EARLY_STOPPED: " (early stopping ended it)", RunStatus.STOPPED: " (stopped by hand)"}
     run_epochs = f.status.get("epochs_run", 0)
     planned = sum(p.epochs for p in f.phases)
     return "\n\n".join(

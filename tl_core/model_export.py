@@ -74,10 +74,9 @@ def _validation_batch(run: Run, loaded: LoadedModel, n: int = PARITY_IMAGES) -> 
     from .images import ImageProblem, load_rgb
     from .preprocessing import eval_transform
 
-    split = run.read_json("split.json") or {}
     transform = eval_transform(loaded.data_config)
     images = []
-    for path, _ in split.get("val", []):
+    for path, _ in run.split().get("val", []):
         try:
             images.append(transform(load_rgb(path)))
         except (ImageProblem, OSError):  # moved or deleted since training: use the others
@@ -124,7 +123,7 @@ def _metadata(
         "parity.json": json.dumps(asdict(parity)),
         "source.json": json.dumps({"run": run.id, "backbone": loaded.config.backbone}),
         "MODEL_CARD.md": model_card(run, config_file),
-        config_file: json.dumps(run.read_json("config.json"), indent=2),
+        config_file: json.dumps(run.config_dict(), indent=2),
     }
 
 
@@ -245,22 +244,14 @@ def export_timm(run: Run, out: Path) -> ExportResult:
     from timm.data import resolve_data_config
     from timm.models import save_for_hf
 
-    from .inference import load_run_model
+    from .inference import load_run_model, rebuild_model
 
     _check_folder_target(out)
     loaded = load_run_model(run)
     batch = _validation_batch(run, loaded)
-    kwargs = (run.read_json("backbone.json") or {}).get("model_kwargs", loaded.config.model_kwargs)
+    kwargs = loaded.model_kwargs
     # Rebuilt by its architecture name, never a hub name, so ``local-dir:`` rebuilds the same model.
-    model = timm.create_model(
-        loaded.config.backbone,
-        pretrained=False,
-        num_classes=len(loaded.labels),
-        pretrained_cfg_overlay=_timm_overlay(loaded.data_config),
-        **kwargs,
-    )
-    model.load_state_dict(loaded.model.state_dict())
-    model.eval()
+    model = rebuild_model(run, pretrained_cfg_overlay=_timm_overlay(loaded.data_config))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:

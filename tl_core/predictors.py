@@ -59,8 +59,8 @@ def _from_bundle(path: Path) -> Predictor:
         for name in needed:
             (Path(tmp) / name).write_bytes(zf.read(name))
         folder = Path(tmp)
-        (folder / "best.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
-        (folder / "data_config.json").write_bytes((folder / "preprocessing.json").read_bytes())
+        (folder / Run.WEIGHTS).write_bytes((folder / "model.safetensors").read_bytes())
+        (folder / Run.DATA_CONFIG).write_bytes((folder / "preprocessing.json").read_bytes())
         predictor = _from_run(Run(folder))  # the weights are in memory before the folder goes
     predictor.kind = "bundle"
     return predictor

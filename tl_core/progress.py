@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .runs import Run
+from .runs import Run, RunStatus
 from .training import Callback, EpochRecord, Trainer
 
 
@@ -60,5 +60,5 @@ class JobProgress(Callback):
         row = record.to_dict()
         self.run.append_metrics(row)
         self.reporter.history(row)
-        self.run.write_status("running", epochs_run=len(trainer.history), epoch=trainer.epoch)
+        self.run.write_status(RunStatus.RUNNING, epochs_run=len(trainer.history), epoch=trainer.epoch)
         self._tick(trainer, force=True)

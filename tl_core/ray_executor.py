@@ -41,7 +41,7 @@ from .config import TrainConfig
 from .errors import ClusterError
 from .executors import OnEvent
 from .runner import JobSpec, Reporter, Stopped, failure, finish, run_job, scan
-from .runs import Run, pid_alive
+from .runs import Run, RunStatus, pid_alive
 from .transfer import (
     FolderChanges,
     cached_data,
@@ -173,7 +173,7 @@ class JobActor:
         run = Run(work / Path(spec["run_dir"]).name)  # the same name: messages cite the run id
         try:
             write_files(run.dir, seed)
-            run.write_status("running", node=node, node_id=node_id, device=device)
+            run.write_status(RunStatus.RUNNING, node=node, node_id=node_id, device=device)
             changes = FolderChanges(run.dir)
             changes.take()  # the app has these already
             yield {"type": "update", "fields": {"node": node, "device": device}}
@@ -474,7 +474,13 @@ class RayExecutor:
             if job.done_sent:  # a failure after the end (delivering it): the job stands as it ended
                 logging.getLogger(__name__).exception("after job %s ended", spec.job_id)
             elif job.killed and isinstance(exc, RayError):
-                finish(run, "stopped", {}, {"status": "stopped", "stage": "stopped while waiting"}, emit)
+                finish(
+                    run,
+                    RunStatus.STOPPED,
+                    {},
+                    {"status": RunStatus.STOPPED, "stage": "stopped while waiting"},
+                    emit,
+                )
             elif isinstance(exc, (RayActorError, NodeDiedError, ObjectLostError)):
                 self._fail_lost(job, run, exc, emit)
             else:  # the job's own error, raised on the node, or one here
@@ -506,10 +512,10 @@ class RayExecutor:
         if kind == "update" and "node" in event["fields"]:
             with job.lock:
                 job.placed, job.pending, job.node = True, False, event["fields"]["node"]
-            run.write_status("running", node=job.node, device=event["fields"].get("device", ""))
+            run.write_status(RunStatus.RUNNING, node=job.node, device=event["fields"].get("device", ""))
         elif kind == "history":
             job.epochs += 1
-            run.write_status("running", epochs_run=job.epochs, epoch=event["record"].get("epoch"))
+            run.write_status(RunStatus.RUNNING, epochs_run=job.epochs, epoch=event["record"].get("epoch"))
         elif kind == "done":
             with job.lock:  # free for the next job before the manager dispatches it
                 actor, job.actor = job.actor, None
@@ -526,8 +532,13 @@ class RayExecutor:
             f"The Ray worker running this job {where} died ({reason or type(exc).__name__}). Your "
             "other runs and the app are fine; start the job again."
         )
-        final = {"status": "failed", "stage": "failed", "error": error, "error_type": "WorkerDied"}
-        finish(run, "failed", {"error": error}, final | {"user_error": True}, emit)
+        final = {
+            "status": RunStatus.FAILED,
+            "stage": RunStatus.FAILED,
+            "error": error,
+            "error_type": "WorkerDied",
+        }
+        finish(run, RunStatus.FAILED, {"error": error}, final | {"user_error": True}, emit)
 
     def stop(self, job_id: str) -> None:
         import ray

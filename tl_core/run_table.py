@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .runs import Run, RunSummary
+from .runs import Run, RunStatus, RunSummary
 
 COLUMNS = [
     "run",
@@ -77,7 +77,7 @@ def _status_text(status: str, result: Mapping[str, Any] | None) -> str:
     reason = (result or {}).get("status")
     if reason == "time-limit":
         return f"{status} (time limit)"
-    if reason == "early-stopped":
+    if reason == RunStatus.EARLY_STOPPED:
         return f"{status} (early stop)"
     return status
 

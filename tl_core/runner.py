@@ -25,15 +25,15 @@ from typing import Any
 from .config import TrainConfig
 from .errors import TLError
 from .fsutil import write_atomic
-from .runs import Run
+from .runs import Run, RunStatus
 
 Emit = Callable[[dict[str, Any]], None]
 
 STOP_STAGES = {
-    "stopped": "stopped",
+    RunStatus.STOPPED: RunStatus.STOPPED,
     "time-limit": "stopped at the time limit",
-    "early-stopped": "early-stopped",
-    "completed": "completed",
+    RunStatus.EARLY_STOPPED: RunStatus.EARLY_STOPPED,
+    RunStatus.COMPLETED: RunStatus.COMPLETED,
 }
 
 
@@ -162,12 +162,7 @@ def _prepare(spec: JobSpec, reporter: Reporter, run: Run) -> Prepared:
     # A GPU job's worker sees only the card it was placed on, as "cuda".
     device = detect_device("cuda" if spec.device.startswith("cuda:") else cfg.device)
     reporter.update(device=device.label)
-    run.write_json("config.json", cfg.to_dict())
-    run.write_json("labels.json", dataset.classes)
-    run.write_json("data_config.json", info.data_config)
-    run.write_json("dataset.json", profile.to_dict())
-    run.write_json("split.json", recorded.items)  # the exact files, for export without a rescan
-    run.write_json("backbone.json", dataclasses.asdict(info))
+    run.record_setup(cfg, profile, recorded.items, info)
     return Prepared(cfg, dataset, model, info, device, recorded)
 
 
@@ -246,16 +241,20 @@ def _execute(spec: JobSpec, reporter: Reporter, run: Run) -> Any:
 def failure(exc: BaseException, run: Run) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(status, status.json fields, final event fields) for a job that ended by ``exc``."""
     if isinstance(exc, Stopped):
-        return "stopped", {}, {"status": "stopped", "stage": "stopped before training started"}
+        return (
+            RunStatus.STOPPED,
+            {},
+            {"status": RunStatus.STOPPED, "stage": "stopped before training started"},
+        )
     if isinstance(exc, TLError):
         final = {
-            "status": "failed",
+            "status": RunStatus.FAILED,
             "error": str(exc),
             "error_type": type(exc).__name__,
             "user_error": True,
-            "stage": "failed",
+            "stage": RunStatus.FAILED,
         }
-        return "failed", {"error": str(exc)}, final
+        return RunStatus.FAILED, {"error": str(exc)}, final
     # A bug: keep the host alive, keep the traceback for us. Only the exception's type on
     # screen: its text can hold paths, and a workspace's path holds its key (screens get
     # projected). The traceback goes to the run's error.log.
@@ -267,8 +266,13 @@ def failure(exc: BaseException, run: Run) -> tuple[str, dict[str, Any], dict[str
         write_atomic(
             run.dir / "error.log", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         )
-    final = {"status": "failed", "error": message, "error_type": type(exc).__name__, "stage": "failed"}
-    return "failed", {"error": message}, final
+    final = {
+        "status": RunStatus.FAILED,
+        "error": message,
+        "error_type": type(exc).__name__,
+        "stage": RunStatus.FAILED,
+    }
+    return RunStatus.FAILED, {"error": message}, final
 
 
 def finish(run: Run, status: str, fields: dict[str, Any], final: dict[str, Any], emit: Emit) -> None:
@@ -286,8 +290,12 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
 
     run = Run(spec.run_dir)
     reporter = Reporter(emit, stop)
-    status, fields = "failed", {}
-    final: dict[str, Any] = {"status": status, "stage": "failed", "error": "The job ended unexpectedly."}
+    status, fields = RunStatus.FAILED, {}
+    final: dict[str, Any] = {
+        "status": status,
+        "stage": RunStatus.FAILED,
+        "error": "The job ended unexpectedly.",
+    }
     lock = DeviceLock(spec.device).held if spec.lock_device else _no_lock
     try:
         if stop.is_set():
@@ -297,7 +305,11 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
                 raise Stopped
             reporter.update(stage="starting", started_at=time.time())
             result = _execute(spec, reporter, run)
-        status = "completed" if result.status in ("completed", "early-stopped") else "stopped"
+        status = (
+            RunStatus.COMPLETED
+            if result.status in (RunStatus.COMPLETED, RunStatus.EARLY_STOPPED)
+            else RunStatus.STOPPED
+        )
         summary = result.to_dict()
         summary.pop("history", None)  # already sent epoch by epoch
         fields = {"result": summary}
@@ -311,7 +323,7 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
             if not result.epochs_run:
                 stage = "stopped before the first epoch ended"
         final = {"status": status, "result": summary, "stage": stage, "eta_s": 0.0}
-        if status == "completed":
+        if status == RunStatus.COMPLETED:
             final["progress"] = 1.0
     except Exception as exc:
         status, fields, final = failure(exc, run)

@@ -1,5 +1,7 @@
 """A run is a folder: ``config.json``, ``metrics.jsonl``, ``status.json``, ``best.safetensors``,
 ``labels.json``, ``data_config.json``, ``dataset.json``, ``split.json`` and ``backbone.json``.
+``Run`` owns those names and reads them back as typed values; other modules keep their own
+files (predictions, the forgetting report, exports) beside them.
 
 Everything is written atomically (``metrics.jsonl`` is append-only, one line per epoch), so a
 crash or a browser refresh never leaves a half-written file, and runs can be listed and
@@ -15,17 +17,44 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import NotFound, TLError
 from .fsutil import read_json, write_atomic, write_json_atomic
 from .paths import runs_root
 
+if TYPE_CHECKING:
+    from .backbones import BackboneInfo
+    from .config import TrainConfig
+    from .data import DatasetProfile
+
 PROCESS_TOKEN = uuid.uuid4().hex
 """Identifies this process in ``status.json``; a ``running`` status with another token whose
 pid is gone was interrupted (crash, kill, reboot)."""
-ACTIVE = ("queued", "running", "stopping")
+
+
+class RunStatus(StrEnum):
+    """Every state a run or job can be in; ``status.json`` holds the value. A ``StrEnum``, so
+    JSON, f-strings and comparisons with a plain string all see the value."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    COMPLETED = "completed"
+    EARLY_STOPPED = "early-stopped"
+    """Patience ran out: no new best epoch for ``patience`` epochs."""
+    STOPPED = "stopped"
+    """By the user, or at a room's time limit."""
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    """The process running it ended before it finished (crash, kill, reboot)."""
+    UNKNOWN = "unknown"
+    """No ``status.json``: a folder being created or damaged by hand."""
+
+
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.STOPPING)
 _TOMBSTONE = ".deleted-"
 """A run being deleted is first renamed to a hidden ``.deleted-*`` folder: listing skips hidden
 names, so a half-removed folder never shows as a run."""
@@ -80,14 +109,86 @@ class Run:
         self.dir = Path(run_dir)
         self.id = self.dir.name
 
+    CONFIG = "config.json"
+    STATUS = "status.json"
+    METRICS = "metrics.jsonl"
+    WEIGHTS = "best.safetensors"
+    LABELS = "labels.json"
+    DATA_CONFIG = "data_config.json"
+    DATASET = "dataset.json"
+    SPLIT = "split.json"
+    BACKBONE = "backbone.json"
+
     # paths
-    config_path = property(lambda self: self.dir / "config.json")
-    status_path = property(lambda self: self.dir / "status.json")
-    metrics_path = property(lambda self: self.dir / "metrics.jsonl")
-    weights_path = property(lambda self: self.dir / "best.safetensors")
-    labels_path = property(lambda self: self.dir / "labels.json")
-    data_config_path = property(lambda self: self.dir / "data_config.json")
-    dataset_path = property(lambda self: self.dir / "dataset.json")
+    config_path = property(lambda self: self.dir / Run.CONFIG)
+    status_path = property(lambda self: self.dir / Run.STATUS)
+    metrics_path = property(lambda self: self.dir / Run.METRICS)
+    weights_path = property(lambda self: self.dir / Run.WEIGHTS)
+    labels_path = property(lambda self: self.dir / Run.LABELS)
+    data_config_path = property(lambda self: self.dir / Run.DATA_CONFIG)
+    dataset_path = property(lambda self: self.dir / Run.DATASET)
+
+    # what training recorded, typed (empty or None until the run got that far)
+    def config_dict(self) -> dict[str, Any]:
+        return self.read_json(Run.CONFIG, {}) or {}
+
+    def config(self) -> TrainConfig:
+        from .config import TrainConfig
+
+        return TrainConfig.from_dict(self.config_dict())
+
+    def labels(self) -> list[str]:
+        """Class names in the model's output order."""
+        return list(self.read_json(Run.LABELS, []) or [])
+
+    def split(self) -> dict[str, list[tuple[str, int]]]:
+        """The exact ``(path, label index)`` files of each split, as scanned for training."""
+        raw = self.read_json(Run.SPLIT, {}) or {}
+        return {name: [(str(p), int(label)) for p, label in rows] for name, rows in raw.items()}
+
+    def data_config(self) -> dict[str, Any]:
+        """The model's preprocessing (timm data config), ``input_size`` as the tuple timm wants."""
+        cfg = dict(self.read_json(Run.DATA_CONFIG, {}) or {})
+        if "input_size" in cfg:
+            cfg["input_size"] = tuple(cfg["input_size"])
+        return cfg
+
+    def backbone(self) -> BackboneInfo | None:
+        """What was built: name, weights source, ``model_kwargs``."""
+        from dataclasses import fields
+
+        from .backbones import BackboneInfo
+
+        raw = self.read_json(Run.BACKBONE)
+        if not raw:
+            return None
+        known = {f.name for f in fields(BackboneInfo)}
+        return BackboneInfo(**({"model_kwargs": {}} | {k: v for k, v in raw.items() if k in known}))
+
+    def profile(self) -> DatasetProfile | None:
+        """The dataset scan: classes, counts per split, skipped files, image statistics."""
+        from .data import DatasetProfile
+
+        raw = self.read_json(Run.DATASET)
+        return DatasetProfile.from_dict(raw) if raw else None
+
+    def record_setup(
+        self,
+        config: TrainConfig,
+        profile: DatasetProfile,
+        items: dict[str, list[tuple[str, int]]],
+        info: BackboneInfo,
+    ) -> None:
+        """Everything a finished run is rebuilt, evaluated and exported from, written before
+        training starts."""
+        import dataclasses
+
+        self.write_json(Run.CONFIG, config.to_dict())
+        self.write_json(Run.LABELS, profile.classes)
+        self.write_json(Run.DATA_CONFIG, info.data_config)
+        self.write_json(Run.DATASET, profile.to_dict())
+        self.write_json(Run.SPLIT, items)  # the exact files, for export without a rescan
+        self.write_json(Run.BACKBONE, dataclasses.asdict(info))
 
     def write_json(self, name: str, obj: Any) -> None:
         write_json_atomic(self.dir / name, obj)
@@ -96,19 +197,19 @@ class Run:
         return read_json(self.dir / name, default)
 
     def write_status(self, status: str, **fields: Any) -> None:
-        current = self.read_json("status.json", {}) or {}
+        current = self.read_json(Run.STATUS, {}) or {}
         current.update(fields, status=status, pid=os.getpid(), process=PROCESS_TOKEN, updated_at=time.time())
         write_json_atomic(self.status_path, current)
 
     def status(self) -> dict[str, Any]:
         """``status.json``, with a dead process's ``running`` reported as ``interrupted``."""
-        st = self.read_json("status.json", {}) or {}
+        st = self.read_json(Run.STATUS, {}) or {}
         if (
             st.get("status") in ACTIVE
             and st.get("process") != PROCESS_TOKEN
             and not pid_alive(int(st.get("pid", -1)))
         ):
-            st["status"] = "interrupted"
+            st["status"] = RunStatus.INTERRUPTED
             st.setdefault("error", "The process running this job ended before it finished.")
         return st
 
@@ -145,12 +246,12 @@ class Run:
         return load_file(str(self.weights_path))
 
     def summary(self) -> RunSummary:
-        cfg = self.read_json("config.json", {}) or {}
+        cfg = self.config_dict()
         st = self.status()
         return RunSummary(
             run_id=self.id,
             run_dir=str(self.dir),
-            status=st.get("status", "unknown"),
+            status=st.get("status", RunStatus.UNKNOWN),
             created_at=float(st.get("created_at", self.dir.stat().st_mtime)),
             backbone=cfg.get("backbone", "?"),
             strategy=cfg.get("strategy", "?"),
@@ -177,8 +278,8 @@ class RunStore:
         run_dir = self.root / f"{stamp}-{name}-{secrets.token_hex(3)}"
         run_dir.mkdir()
         run = Run(run_dir)
-        run.write_json("config.json", config)
-        run.write_status("queued", created_at=time.time(), kind=kind)
+        run.write_json(Run.CONFIG, config)
+        run.write_status(RunStatus.QUEUED, created_at=time.time(), kind=kind)
         return run
 
     def get(self, run_id: str) -> Run:
@@ -187,7 +288,7 @@ class RunStore:
             found = (
                 run_dir.parent == self.root.resolve()
                 and not run_dir.name.startswith(".")
-                and (run_dir / "config.json").exists()
+                and (run_dir / Run.CONFIG).exists()
             )
         except (OSError, ValueError):  # a NUL byte, a name too long for the file system
             found = False
@@ -201,7 +302,7 @@ class RunStore:
             return []
         runs = []
         for d in self.root.iterdir():
-            if d.name.startswith(".") or not (d / "config.json").exists():
+            if d.name.startswith(".") or not (d / Run.CONFIG).exists():
                 continue
             try:
                 runs.append(Run(d).summary())

@@ -36,6 +36,7 @@ from .freezing import LayerGroup, frozen_bn_modules, optimizer_param_groups, rep
 from .fsutil import write_atomic
 from .images import ImageProblem, load_rgb
 from .preprocessing import eval_transform, train_transform
+from .runs import RunStatus
 from .strategies import Phase, plan_phases
 
 IMBALANCE_FOR_WEIGHTS = 3.0
@@ -144,7 +145,7 @@ class MeasuringCallback(Callback):
         self._guarded(self.start, trainer)
 
     def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None:
-        if result.epochs_run and (trainer.stop_reason != "stopped" or self.end_after_stop()):
+        if result.epochs_run and (trainer.stop_reason != RunStatus.STOPPED or self.end_after_stop()):
             self._guarded(self.end, trainer)
 
     def _guarded(self, step: Any, trainer: Trainer) -> None:
@@ -175,7 +176,7 @@ class StopOnEvent(Callback):
 
     def on_batch_end(self, trainer: Trainer) -> None:
         if self.event.is_set():
-            trainer.request_stop("stopped")
+            trainer.request_stop(RunStatus.STOPPED)
 
     def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
         self.on_batch_end(trainer)
@@ -322,7 +323,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.phases = plan_phases(self.cfg, groups)
         self.should_stop = False
-        self.stop_reason = "completed"
+        self.stop_reason = RunStatus.COMPLETED
         self._end_phase = False
         self.epoch = 0
         self.phase: Phase | None = None
@@ -346,7 +347,7 @@ class Trainer:
         """Early stopping: move on to the next phase, or finish if this was the last."""
         self._end_phase = True
         if self.phase is self.phases[-1]:
-            self.request_stop("early-stopped")
+            self.request_stop(RunStatus.EARLY_STOPPED)
 
     @property
     def progress(self) -> float:
@@ -432,8 +433,8 @@ class Trainer:
         params = report(self.model, self.groups)
         trainable = max((r.trainable_params for r in self.history), default=sum(p.trainable for p in params))
         status = self.stop_reason
-        if status == "early-stopped" and len(self.history) >= self.epochs_total:
-            status = "completed"  # patience ran out on the very last epoch: nothing was cut
+        if status == RunStatus.EARLY_STOPPED and len(self.history) >= self.epochs_total:
+            status = RunStatus.COMPLETED  # patience ran out on the very last epoch: nothing was cut
         return TrainResult(
             status=status,
             best_val_acc=best.val_acc if best else 0.0,

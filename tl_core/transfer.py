@@ -23,10 +23,11 @@ from .data import Dataset
 from .errors import DatasetError
 from .fsutil import build_dir_atomically, write_atomic
 from .paths import studio_home
+from .runs import Run
 
 DATA_CACHE_BYTES = 4 * 10**9
 """What a node keeps of the datasets it received; the least recently used go first."""
-HELD_BACK = frozenset({"status.json"})
+HELD_BACK = frozenset({Run.STATUS})
 """Sent only with the job's end: mid-run, the app's own ``status.json`` (its process, alive)
 is the truth, so a listing of runs never mistakes a remote job for a dead local one."""
 

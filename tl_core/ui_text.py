@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .best_epoch import best_record
 from .devicelock import WAITING
 from .runner import STOP_STAGES
+from .runs import RunStatus
 
 if TYPE_CHECKING:
     from .jobs import JobStatus
@@ -51,7 +52,7 @@ def poll_interval(snap: JobStatus | None) -> float | None:
     """How often a tab watching ``snap`` looks again; None once nothing will change."""
     if snap is None or snap.finished:
         return None
-    waiting = snap.status == "queued" or snap.stage.startswith(WAITING)
+    waiting = snap.status == RunStatus.QUEUED or snap.stage.startswith(WAITING)
     return POLL_QUEUED_S if waiting else POLL_RUNNING_S
 
 
@@ -64,7 +65,7 @@ def queue_text(snap: JobStatus) -> str:
 def progress_text(snap: JobStatus) -> str:
     """The progress bar's caption. Epochs come from the history, so a stopped run counts the
     epochs that finished (as Results does), not the one that was cut short."""
-    if snap.status == "failed":
+    if snap.status == RunStatus.FAILED:
         return "failed: see the message below"
     text = stage_text(snap)
     if snap.eta_s is not None and not snap.finished:
@@ -76,18 +77,18 @@ def stage_text(snap: JobStatus) -> str:
     """Where the job stands, in a few words: "epoch 3/30 (fine-tune)", "caching val features 3/9"."""
     if snap.finished:
         done = len(snap.history)
-        if snap.status == "failed":
-            return "failed"
+        if snap.status == RunStatus.FAILED:
+            return RunStatus.FAILED
         if not done:
             return "nothing was trained yet"
         text = f"{done} epoch(s) run"
-        if snap.stage == "early-stopped":
+        if snap.stage == RunStatus.EARLY_STOPPED:
             text += " (early stopping)"
         elif snap.stage == TIME_LIMIT:
             text += " (time limit reached)"
         return text
-    if snap.status == "queued":
-        return "queued"
+    if snap.status == RunStatus.QUEUED:
+        return RunStatus.QUEUED
     if snap.stage == "training":
         if snap.epoch < 1:
             return "starting"
@@ -103,7 +104,7 @@ def outcome(snap: JobStatus) -> tuple[str, str] | None:
     """``(kind, message)`` for a finished job: kind is ``success``, ``warning`` or ``error``."""
     if not snap.finished:
         return None
-    if snap.status == "failed":
+    if snap.status == RunStatus.FAILED:
         return "error", snap.error or "Training failed."
     if not snap.trained:
         return "warning", NOTHING_TRAINED
@@ -122,7 +123,7 @@ def outcome(snap: JobStatus) -> tuple[str, str] | None:
 def run_line(snap: JobStatus) -> str:
     """The sidebar's "Run:" line."""
     line = f"**Run:** {snap.status}"
-    if snap.status == "queued":
+    if snap.status == RunStatus.QUEUED:
         return line + (f" (#{snap.queue_position} in queue)" if snap.queue_position else "")
     if snap.finished:
         done = len(snap.history)
@@ -145,7 +146,7 @@ def request_id(tab: str, config: Mapping[str, Any]) -> str:
     return f"{tab}:{digest[:16]}"
 
 
-TRAINED = ("completed", "stopped")
+TRAINED = (RunStatus.COMPLETED, RunStatus.STOPPED)
 
 
 def trained_runs(summaries: Iterable[RunSummary]) -> list[RunSummary]:
@@ -160,7 +161,7 @@ def trained_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 def job_label(snap: JobStatus) -> str:
     """A job in the instructor's Stop list: who, what, where it stands."""
-    where = f"#{snap.queue_position} in queue" if snap.status == "queued" else snap.status
+    where = f"#{snap.queue_position} in queue" if snap.status == RunStatus.QUEUED else snap.status
     return f"{snap.owner or '?'} · {snap.data_label} · {snap.strategy} · {where}"
 
 
@@ -169,7 +170,7 @@ def queue_rows(snaps: Sequence[JobStatus], now: float | None = None) -> list[dic
     now = time.time() if now is None else now
     rows = []
     for s in snaps:
-        queued = s.status == "queued"
+        queued = s.status == RunStatus.QUEUED
         if queued:
             eta = "estimating…" if s.wait_s is None else f"starts in {minutes(s.wait_s)}"
         else:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .best_epoch import best_record
 from .run_table import Curve, curve
-from .runs import ACTIVE
+from .runs import ACTIVE, RunStatus
 from .ui_text import TIME_LIMIT
 
 CLOSE = 0.02
@@ -122,11 +122,11 @@ def _ending(r: ExperimentRun, budget_s: float) -> str:
     if reason == "time-limit":
         still = " while still improving" if _climbing(r) else ""
         return f"The {budget_text(budget_s)} budget cut it after {epochs}{still}."
-    if reason == "early-stopped":
+    if reason == RunStatus.EARLY_STOPPED:
         return f"Early stopping ended it after {epochs}: validation loss had stopped improving."
-    if reason == "completed":
+    if reason == RunStatus.COMPLETED:
         return f"It finished all {epochs} in {_dur(r.train_s)}."
-    if reason == "interrupted":
+    if reason == RunStatus.INTERRUPTED:
         return f"It was interrupted (the server stopped) after {epochs}."
     return f"It was stopped by hand after {epochs}."
 
@@ -134,7 +134,7 @@ def _ending(r: ExperimentRun, budget_s: float) -> str:
 def describe_run(r: ExperimentRun, budget_s: float, name: str | None = None) -> str:
     """One or two sentences: best accuracy, when it was reached, and what ended the run."""
     name = name or r.label[:1].upper() + r.label[1:]
-    if r.status == "failed":
+    if r.status == RunStatus.FAILED:
         return f"{name} failed: {r.error or 'no reason was given'}"
     if not r.trained:
         if r.cut:
@@ -220,7 +220,7 @@ def forgetting_verdict(runs: Sequence[ExperimentRun], budget_s: float, n_classes
         if r is None:
             continue
         lr = f" (head LR {r.lr:g})" if r.lr else ""
-        if r.status == "failed":
+        if r.status == RunStatus.FAILED:
             parts.append(f"{name}{lr} the run failed: {r.error or 'no reason was given'}")
             continue
         if not r.trained:

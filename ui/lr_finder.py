@@ -19,6 +19,7 @@ from tl_core.archive import display_name
 from tl_core.charts import lr_finder_curve
 from tl_core.config import TrainConfig
 from tl_core.errors import TLError
+from tl_core.runs import RunStatus
 
 SESSION_KEY = "lr_job_id"
 URL_KEY = "lrjob"
@@ -124,7 +125,7 @@ def section(cfg: TrainConfig, groups: list, editor_key: str) -> None:
             return
         if ui_text.poll_interval(s) != interval:
             st.rerun()
-        if s.status == "queued":
+        if s.status == RunStatus.QUEUED:
             st.info(lr_finder.progress_text(s), icon=":material/hourglass_top:")
         else:
             st.progress(min(max(s.progress, 0.0), 1.0), text=lr_finder.progress_text(s))
@@ -136,7 +137,7 @@ def section(cfg: TrainConfig, groups: list, editor_key: str) -> None:
 
 
 def _result(snap: Any, cfg: TrainConfig, groups: list, editor_key: str) -> None:
-    if snap.status == "failed":
+    if snap.status == RunStatus.FAILED:
         ui.error(TLError(snap.error or "The test failed."), "Adjust the settings above and test again.")
         return
     result = lr_finder.load_result(snap.run_dir)

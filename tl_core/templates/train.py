@@ -183,6 +183,13 @@ class Best:
         return PATIENCE and self.bad >= PATIENCE
 
 
+def autocast(device):
+    """Mixed precision on a GPU, as the studio trains: bfloat16 where supported, else float16."""
+    if device != "cuda":
+        return torch.autocast("cpu", enabled=False)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
 def channels_last(x, device):
     return x.to(device).contiguous(memory_format=torch.channels_last)
 
@@ -193,7 +200,8 @@ def evaluate(model, loader, device):
     loss = correct = seen = 0
     for x, y in loader:
         x, y = channels_last(x, device), y.to(device)
-        logits = model(x).float()
+        with autocast(device):
+            logits = model(x).float()
         loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
@@ -213,6 +221,8 @@ def train_full(model, data, criterion, device, best):
         if isinstance(mod, bn_types)
         for p, _ in mod.named_parameters(recurse=False)
     }
+    fp16 = device == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler(enabled=fp16)  # float16 gradients need scaling; bfloat16 don't
     epoch = 0
     for phase in PHASES:
         live = set(phase["lr"])
@@ -242,12 +252,14 @@ def train_full(model, data, criterion, device, best):
                 m.eval()
             for x, y in train_dl:
                 x, y = channels_last(x, device), y.to(device)
-                loss = criterion(model(x).float(), y)
+                with autocast(device):
+                    loss = criterion(model(x).float(), y)
                 if not torch.isfinite(loss):
                     raise SystemExit(f"the loss became {loss.item()}: lower the learning rates in PHASES")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
             val_loss, val_acc = evaluate(model, val_dl, device)
             print(f"epoch {epoch} [{phase['name']}] val loss {val_loss:.4f} acc {val_acc:.4f}")
