@@ -125,7 +125,9 @@ def test_half_deleted_run_never_shows(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_finished_run_reads_back_typed_and_rebuilds_its_model(studio_home: Path, color_folders: Path) -> None:
+def test_a_finished_run_reads_back_typed_and_rebuilds_its_model(
+    studio_home: Path, color_folders: Path
+) -> None:
     import threading
 
     from conftest import tiny_config
