@@ -74,9 +74,11 @@ for column, (fmt, name) in zip(st.columns(len(formats)), formats, strict=True):
         if built is None and st.button(f"Build {name}", key=f"build-{fmt}"):
             with st.spinner(f"Converting to {name} and checking it…"):
                 try:
-                    built = model_export.export_in_run(run, fmt)
+                    model_export.export_in_run(run, fmt)
                 except TLError as exc:
                     ui.error(exc)
+                else:
+                    st.rerun()  # drawn again without its Build button
         if built is not None:
             st.caption(model_export.parity_text(built.parity))
             file_name = model_export.download_name(run, fmt)

@@ -191,10 +191,10 @@ def test_status_lines() -> None:
     running = measured(FINE_TUNE_TOP, [0.5, 0.7], status="running", started_at=100.0)
     assert (
         experiments.status_line(running, now=165.0)
-        == "training epoch 3 · best so far 70.0% (epoch 2) · 1:05 since it started"
+        == "training epoch 3 · kept so far 70.0% (epoch 2) · 1:05 since it started"
     )
     done = measured(FROM_SCRATCH, [0.5], reason="time-limit")
-    assert experiments.status_line(done) == "cut at the budget after 1 epoch: best 50.0% (epoch 1)"
+    assert experiments.status_line(done) == "cut at the budget after 1 epoch: kept 50.0% (epoch 1)"
     empty = ExperimentRun(FROM_SCRATCH, "c", "stopped", result={"status": "time-limit"})
     assert experiments.status_line(empty) == "cut at the budget before its first epoch ended"
 

@@ -111,7 +111,7 @@ def test_outcome() -> None:
     assert kind == "success"
     # Epoch 2 has the top accuracy, but epoch 3 the lowest validation loss: it is the one kept.
     assert text == (
-        "Completed: validation accuracy **90.0%** at epoch 3, the one kept (lowest validation loss) in 21 s."
+        "Completed in 21 s: validation accuracy **90.0%** at epoch 3, the one kept (lowest validation loss)."
     )
 
 

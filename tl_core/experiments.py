@@ -382,13 +382,13 @@ def status_line(r: ExperimentRun, now: float | None = None) -> str:
             return f"{reason} before its first epoch ended"
         n = len(r.history)
         return (
-            f"{reason} after {n} epoch{'s' if n != 1 else ''}: best {pct(r.best_acc)} (epoch {r.best_epoch})"
+            f"{reason} after {n} epoch{'s' if n != 1 else ''}: kept {pct(r.best_acc)} (epoch {r.best_epoch})"
         )
     since = f" · {clock(now - r.started_at)} since it started" if r.started_at else ""
     if not r.trained:
         return f"{r.stage or 'starting'}{since}"
     return (
-        f"training epoch {len(r.history) + 1} · best so far {pct(r.best_acc)} (epoch {r.best_epoch}){since}"
+        f"training epoch {len(r.history) + 1} · kept so far {pct(r.best_acc)} (epoch {r.best_epoch}){since}"
     )
 
 

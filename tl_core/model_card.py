@@ -65,6 +65,11 @@ class _Facts:
     def weights(self) -> str:
         detail = str(self.backbone.get("weights_detail", "?"))
         path = detail.removeprefix("file:")
+        if detail.startswith("bundled:"):
+            package = detail.removeprefix("bundled:").replace("_", "-")
+            return f"ImageNet weights from the `{package}` package (works offline)"
+        if detail.startswith("hub:"):
+            return f"ImageNet weights from the Hugging Face Hub (`{detail.removeprefix('hub:')}`)"
         return f"file:{display_name(path)}" if path != detail and _private(path) else detail
 
     @property
@@ -210,7 +215,7 @@ def _layout(p: DatasetProfile) -> str:
     if p.layout == "split":
         return "its own " + "/, ".join(s for s in SPLITS if p.counts.get(s)) + "/ folders"
     held = [f"{p.val_fraction:.0%} of each class for validation"] if p.val_fraction else []
-    held += [f"{p.test_fraction:.0%} for testing"] if p.test_fraction else []
+    held += [f"{p.test_fraction:.0%} of the rest for testing"] if p.test_fraction else []
     seed = f", seed {p.seed}" if p.seed is not None else ""
     what = "a built-in sample" if p.layout == "sample" else "class folders"
     return f"{what}, split here: {' and '.join(held) or 'as stored'}{seed}"

@@ -109,15 +109,16 @@ def outcome(snap: JobStatus) -> tuple[str, str] | None:
     if not snap.trained:
         return "warning", NOTHING_TRAINED
     best = best_record(snap.history)
-    text = (
-        f"{snap.status.capitalize()}: validation accuracy **{best['val_acc']:.1%}** at epoch "
-        f"{best['epoch']}, the one kept (lowest validation loss)"
-    )
+    text = snap.status.capitalize()
     if snap.result and snap.result.get("wall_s") is not None:
         text += f" in {snap.result['wall_s']:.0f} s"
     if snap.stage == TIME_LIMIT:
         text += ", stopped at the room's time limit"
-    return "success", text + "."
+    text += (
+        f": validation accuracy **{best['val_acc']:.1%}** at epoch {best['epoch']}, the one kept "
+        "(lowest validation loss)."
+    )
+    return "success", text
 
 
 def run_line(snap: JobStatus) -> str:
@@ -207,8 +208,9 @@ def percent(value: Any) -> str:
 
 
 TEST_SCORE_HELP = (
-    "Measured once, after training, with the kept weights, on the test/ images: they chose "
-    "nothing (not the epoch, not the settings), so this is the honest estimate for new images."
+    "Measured once, after training, with the kept weights, on the test split (a test/ folder, or "
+    "the share held out on the Data page): those images chose nothing (not the epoch, not the "
+    "settings), so this is the honest estimate for new images."
 )
 NO_TEST_SPLIT = (
     "These figures are on the validation split, which also chose the best epoch: they are a "

@@ -4,8 +4,8 @@
 
 DATA_DIR is the dataset folder the run used (__ROOT__). The plan below is
 the run's freeze map: its layer groups by name, the phases that train them and the settings.
-Edit it and run again to try something else. The exact train/validation file lists are at the
-end of this file.
+Edit it and run again to try something else. The exact train/validation (and test) file lists
+are at the end of this file.
 """
 
 import argparse
