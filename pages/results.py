@@ -22,7 +22,7 @@ if not history or preds is None:
     st.warning("This run has no evaluation yet (it stopped before finishing an epoch).")
     st.stop()
 
-best = ui_text.best_record(history)
+best = best_epoch.kept_record(history, run.status().get("result"))
 final = history[-1]
 test_preds = load_predictions(run, "test")
 c = st.columns(5 if test_preds is not None else 4)

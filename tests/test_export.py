@@ -10,7 +10,7 @@ import pytest
 
 from conftest import tiny_config
 from tl_core.errors import TLError
-from tl_core.export import bundle_bytes, training_plan, write_bundle
+from tl_core.export import bundle_bytes, training_plan, training_script, write_bundle
 from tl_core.jobs import JobManager
 from tl_core.runs import Run, RunStore
 
@@ -80,3 +80,18 @@ def test_run_without_weights_cannot_be_exported(tmp_path: Path) -> None:
     run = RunStore(tmp_path).create({"backbone": "resnet18"})
     with pytest.raises(TLError, match="no trained weights"):
         bundle_bytes(run)
+
+
+def test_training_script_names_the_classifier_for_every_head_layout(
+    studio_home: Path, color_folders: Path
+) -> None:
+    """RegNet's classifier sits inside timm's ClassifierHead (``head.fc``); its group is ``head``."""
+    manager = JobManager(studio_home / "runs")
+    cfg = tiny_config(color_folders, backbone="regnety_008", catalog_only=True, epochs=1)
+    snap = manager.wait(manager.submit(cfg), timeout=120)
+    assert snap.status == "completed", snap.error
+    plan = training_plan(Run(snap.run_dir))
+    assert plan["classifier"] == "head.fc" and plan["groups"]["head"] == ["head"]
+    script = training_script(Run(snap.run_dir))
+    assert "CLASSIFIER = 'head.fc'" in script
+    compile(script, "train.py", "exec")

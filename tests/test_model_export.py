@@ -141,6 +141,9 @@ def test_predict_gives_the_same_answer_from_every_kind_of_target(trained: Run, t
         "torchscript": export_run(trained, "torchscript", tmp_path / "m.pt").path,
         "timm": export_run(trained, "timm", tmp_path / "m-timm").path,
     }
+    with zipfile.ZipFile(targets["bundle"]) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    targets["unzipped bundle"] = str(tmp_path / "unzipped")
     images = [p for p, _ in trained.read_json("split.json")["val"][:3]]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a picture")

@@ -176,6 +176,15 @@ def test_best_epoch_rule_prefers_lower_loss_then_higher_accuracy() -> None:
     assert best_record([row(1, 0.4, 0.8), row(2, 0.4, 0.85), row(3, 0.4, 0.85)])["epoch"] == 2
 
 
+def test_a_run_keeps_reporting_the_epoch_it_saved() -> None:
+    """Runs trained before the rule kept their most accurate epoch, and recorded which."""
+    from tl_core.best_epoch import kept_record
+
+    history = [{"epoch": 1, "val_loss": 0.5, "val_acc": 0.9}, {"epoch": 2, "val_loss": 0.4, "val_acc": 0.8}]
+    assert kept_record(history, {"best_epoch": "1"})["epoch"] == 1
+    assert kept_record(history, None)["epoch"] == 2
+
+
 def test_class_weights_only_when_imbalanced() -> None:
     assert class_weights([0] * 10 + [1] * 9, 2, "auto") is None
     w = class_weights([0] * 40 + [1] * 10, 2, "auto")

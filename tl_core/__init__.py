@@ -60,6 +60,7 @@ _EXPORTS = {
     "get_job_manager": "jobs",
     "RunStore": "runs",
     "Run": "runs",
+    "RunStatus": "runs",
     "detect_device": "devices",
     "train": "api",
 }

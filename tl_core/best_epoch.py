@@ -29,3 +29,14 @@ def is_better(val_loss: float, val_acc: float, best: tuple[float, float] | None)
 def best_record(history: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The kept epoch of a run's history (``metrics.jsonl`` rows)."""
     return min(history, key=lambda h: key(float(h["val_loss"]), float(h["val_acc"])))
+
+
+def kept_record(history: Sequence[Mapping[str, Any]], result: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The epoch whose weights a run saved: the one its result recorded (runs trained before
+    this rule kept their most accurate epoch), else the rule's pick (a run still training)."""
+    recorded = (result or {}).get("best_epoch")
+    if recorded:
+        for h in history:
+            if int(h["epoch"]) == int(recorded):
+                return h
+    return best_record(history)

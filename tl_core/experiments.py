@@ -373,11 +373,11 @@ def status_line(r: ExperimentRun, now: float | None = None) -> str:
         return f"failed: {r.error or 'no reason was given'}"
     if r.finished:
         reason = {
-            "time-limit": "cut at the budget",
-            RunStatus.EARLY_STOPPED: RunStatus.EARLY_STOPPED,
+            RunStatus.TIME_LIMIT: "cut at the budget",
+            RunStatus.EARLY_STOPPED: "early-stopped",
             RunStatus.COMPLETED: "finished",
-            RunStatus.INTERRUPTED: RunStatus.INTERRUPTED,
-        }.get(r.stop_reason, RunStatus.STOPPED)
+            RunStatus.INTERRUPTED: "interrupted",
+        }.get(r.stop_reason, "stopped")
         if not r.trained:
             return f"{reason} before its first epoch ended"
         n = len(r.history)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -17,9 +18,9 @@ from typing import Any
 
 from .backbones import BACKBONES, classifier_name
 from .errors import TLError
-from .freezing import HEAD, group_prefixes, layer_groups
+from .freezing import group_prefixes, layer_groups
 from .model_card import model_card
-from .preprocessing import AUGMENT_KWARGS
+from .preprocessing import AUGMENT_KWARGS, TIMM_KEYS
 from .runs import Run
 from .strategies import plan_phases
 
@@ -50,12 +51,8 @@ def training_plan(run: Run) -> dict[str, Any]:
     root = Path(profile.root)
     model = rebuild_model(run, weights=False)
     groups = layer_groups(model)
-    prefixes = group_prefixes(groups)
-    if prefixes[HEAD] != [classifier_name(model)]:
-        raise TLError(f"{cfg.backbone}'s classifier is not one module: the script can't rebuild its head.")
     spec = BACKBONES.get(cfg.backbone)
     weights = class_weights([lbl for _, lbl in split["train"]], len(labels), cfg.class_weights)
-    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
     return {
         "run": run.id,
         "data_root_used": str(root),
@@ -66,9 +63,10 @@ def training_plan(run: Run) -> dict[str, Any]:
         "hub_name": spec.hub_name if spec else None,
         "bundled_package": spec.bundled_package if spec else None,
         "classes": labels,
-        "preprocessing": {k: v for k, v in run.read_json(Run.DATA_CONFIG).items() if k in keys},
+        "classifier": classifier_name(model),
+        "preprocessing": {k: v for k, v in run.data_config().items() if k in TIMM_KEYS},
         "augment": AUGMENT_KWARGS.get(cfg.augment),
-        "groups": prefixes,
+        "groups": group_prefixes(groups),
         "phases": [{"name": p.name, "epochs": p.epochs, "lr": p.lrs} for p in plan_phases(cfg, groups)],
         "batch_size": cfg.batch_size,
         "weight_decay": cfg.weight_decay,
@@ -77,6 +75,7 @@ def training_plan(run: Run) -> dict[str, Any]:
         "patience": cfg.patience,
         "train_bn": cfg.train_bn,
         "seed": cfg.seed,
+        "workers": cfg.workers or 0,
         "feature_cache": cfg.uses_feature_cache,
         "split": {name: _relative_items(items, root) for name, items in split.items() if items},
     }
@@ -115,14 +114,13 @@ def training_script(run: Run) -> str:
     }
     for key in (
         "backbone", "model_kwargs", "weights", "weights_detail", "hub_name", "bundled_package",
-        "classes", "preprocessing", "augment", "groups", "phases", "batch_size", "weight_decay",
-        "label_smoothing", "class_weights", "patience", "train_bn", "seed", "feature_cache",
+        "classes", "classifier", "preprocessing", "augment", "groups", "phases", "batch_size",
+        "weight_decay", "label_smoothing", "class_weights", "patience", "train_bn", "seed",
+        "workers", "feature_cache",
     ):  # fmt: skip
         fill[key.upper()] = _literal(plan[key])
-    script = _template("train.py")
-    for key, value in fill.items():
-        script = script.replace(f"__{key}__", value)
-    return script
+    # One pass: a class or file name that happens to contain a marker stays as it is.
+    return re.sub(r"__([A-Z_]+)__", lambda m: fill.get(m.group(1), m.group(0)), _template("train.py"))
 
 
 FILE_LISTS = "# ---- the run's exact files"

@@ -410,7 +410,7 @@ class JobManager:
                 self._running.pop(job.id, None)
                 job.update(
                     status=RunStatus.FAILED,
-                    stage=RunStatus.FAILED,
+                    stage="failed",
                     error=f"Could not start: {exc}",
                     finished_at=time.time(),
                 )
@@ -510,7 +510,7 @@ class JobManager:
         try:
             fields = {
                 "status": RunStatus.FAILED,
-                "stage": RunStatus.FAILED,
+                "stage": "failed",
                 "finished_at": time.time(),
             } | fields
             if fields["status"] == RunStatus.FAILED and not fields.get("error"):
@@ -528,7 +528,7 @@ class JobManager:
                     # Time-limited jobs are the long ones: leaving them out would promise short waits.
                     counts = (
                         fields.get("status") == RunStatus.COMPLETED
-                        or fields.get("stage") == STOP_STAGES["time-limit"]
+                        or fields.get("stage") == STOP_STAGES[RunStatus.TIME_LIMIT]
                     )
                     if counts and started:
                         key = (job.kind, job.config.strategy)  # a short LR test says little of training

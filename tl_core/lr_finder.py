@@ -243,7 +243,7 @@ def range_test(
     avg, best = 0.0, math.inf
     for i, lr in enumerate(lrs):
         if stop is not None and stop.is_set():
-            curve.ended = RunStatus.STOPPED
+            curve.ended = "stopped"
             break
         loss = step(lr)
         if not math.isfinite(loss):
@@ -463,7 +463,7 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
         should_stop()  # checked before the next batch
 
     if trainer.should_stop:  # stopped while caching features
-        curve = Curve(ended=RunStatus.STOPPED)
+        curve = Curve(ended="stopped")
     else:
         reporter.update(stage=STAGE, stage_done=0, stage_total=steps)
         try:
@@ -476,7 +476,7 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise TrainingFailed(trainer._oom_message("GPU")) from exc
-    status = RunStatus.STOPPED if curve.ended == RunStatus.STOPPED else RunStatus.COMPLETED
+    status = RunStatus.STOPPED if curve.ended == "stopped" else RunStatus.COMPLETED
     if status == RunStatus.COMPLETED:
         suggestion = suggest(curve.lrs, curve.smoothed)
     else:

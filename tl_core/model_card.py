@@ -231,7 +231,11 @@ def _model(f: _Facts) -> str:
     phase_rows = [
         [p.name, p.epochs, ", ".join(f"{group} {lr:g}" for group, lr in p.lrs.items())] for p in f.phases
     ]
-    stop = {RunStatus.EARLY_STOPPED: " (early stopping ended it)", RunStatus.STOPPED: " (stopped by hand)"}
+    stop = {
+        RunStatus.EARLY_STOPPED: " (early stopping ended it)",
+        RunStatus.STOPPED: " (stopped by hand)",
+        RunStatus.TIME_LIMIT: " (the time limit cut it)",
+    }
     run_epochs = f.status.get("epochs_run", 0)
     planned = sum(p.epochs for p in f.phases)
     return "\n\n".join(

@@ -49,21 +49,38 @@ def _from_run(run: Run) -> Predictor:
     return _torch_predictor("run", loaded.model, loaded.labels, loaded.data_config)
 
 
-def _from_bundle(path: Path) -> Predictor:
-    """A bundle is a run folder's essentials in a zip: unpack the few files and rebuild."""
-    with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory() as tmp:
-        names = set(zf.namelist())
-        needed = {"model.safetensors", "labels.json", "preprocessing.json", "config.json", "backbone.json"}
-        if not needed <= names:
-            raise TLError(f"{path.name} is not a model bundle (missing {', '.join(sorted(needed - names))}).")
-        for name in needed:
-            (Path(tmp) / name).write_bytes(zf.read(name))
+_BUNDLE_FILES = ("model.safetensors", "labels.json", "preprocessing.json", "config.json", "backbone.json")
+
+
+def _from_bundle_files(read: Callable[[str], bytes], names: set[str], what: str) -> Predictor:
+    """A bundle is a run folder's essentials under export names: lay them out as a run, rebuild."""
+    missing = sorted(set(_BUNDLE_FILES) - names)
+    if missing:
+        raise TLError(f"{what} is not a model bundle (missing {', '.join(missing)}).")
+    with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / Run.WEIGHTS).write_bytes((folder / "model.safetensors").read_bytes())
-        (folder / Run.DATA_CONFIG).write_bytes((folder / "preprocessing.json").read_bytes())
+        renamed = {"model.safetensors": Run.WEIGHTS, "preprocessing.json": Run.DATA_CONFIG}
+        for name in _BUNDLE_FILES:
+            (folder / renamed.get(name, name)).write_bytes(read(name))
         predictor = _from_run(Run(folder))  # the weights are in memory before the folder goes
     predictor.kind = "bundle"
     return predictor
+
+
+def _from_bundle(path: Path) -> Predictor:
+    with zipfile.ZipFile(path) as zf:
+        return _from_bundle_files(zf.read, set(zf.namelist()), path.name)
+
+
+def _from_folder(path: Path) -> Predictor:
+    """A run folder, an unzipped bundle, or timm's folder (its config.json names the architecture)."""
+    if (path / Run.STATUS).is_file():
+        return _from_run(Run(path))
+    config = path / "config.json"
+    if config.is_file() and "architecture" in json.loads(config.read_text(encoding="utf-8")):
+        return _from_timm_folder(path)
+    names = {p.name for p in path.iterdir() if p.is_file()}
+    return _from_bundle_files(lambda name: (path / name).read_bytes(), names, str(path))
 
 
 def _from_onnx(path: Path) -> Predictor:
@@ -117,13 +134,11 @@ def _from_timm_folder(path: Path) -> Predictor:
 
 
 def load_predictor(target: str | Path, runs_dir: str | Path | None = None) -> Predictor:
-    """``target``: a run id, a run folder, a bundle ``.zip``, an ``.onnx`` or a TorchScript file,
-    or a timm export folder."""
+    """``target``: a run id, a run folder, a bundle ``.zip`` (or its unzipped folder), an ``.onnx``
+    or a TorchScript file, or a timm export folder."""
     path = Path(target)
     if path.is_dir():
-        if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
-            return _from_timm_folder(path)
-        return _from_run(Run(path))
+        return _from_folder(path)
     if path.is_file():
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:  # TorchScript is a zip too, with its code inside

@@ -24,9 +24,12 @@ AUGMENT_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 
+TIMM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+"""The data config's entries that ``create_transform`` takes."""
+
+
 def _timm_cfg(data_config: dict[str, Any]) -> dict[str, Any]:
-    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items() if k in keys}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items() if k in TIMM_KEYS}
 
 
 def eval_transform(data_config: dict[str, Any]) -> Compose:

@@ -534,7 +534,7 @@ class RayExecutor:
         )
         final = {
             "status": RunStatus.FAILED,
-            "stage": RunStatus.FAILED,
+            "stage": "failed",
             "error": error,
             "error_type": "WorkerDied",
         }

@@ -65,7 +65,7 @@ def curve(label: str, history: Sequence[Mapping[str, Any]], result: Mapping[str,
         epochs=[int(h["epoch"]) for h in history],
         seconds=seconds,
         val_acc=[float(h["val_acc"]) for h in history],
-        cut=bool(result) and result.get("status") == "time-limit",
+        cut=bool(result) and result.get("status") == RunStatus.TIME_LIMIT,
     )
 
 
@@ -75,7 +75,7 @@ def run_curve(run: Run, label: str) -> Curve:
 
 def _status_text(status: str, result: Mapping[str, Any] | None) -> str:
     reason = (result or {}).get("status")
-    if reason == "time-limit":
+    if reason == RunStatus.TIME_LIMIT:
         return f"{status} (time limit)"
     if reason == RunStatus.EARLY_STOPPED:
         return f"{status} (early stop)"

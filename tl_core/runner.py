@@ -30,10 +30,10 @@ from .runs import Run, RunStatus
 Emit = Callable[[dict[str, Any]], None]
 
 STOP_STAGES = {
-    RunStatus.STOPPED: RunStatus.STOPPED,
-    "time-limit": "stopped at the time limit",
-    RunStatus.EARLY_STOPPED: RunStatus.EARLY_STOPPED,
-    RunStatus.COMPLETED: RunStatus.COMPLETED,
+    RunStatus.STOPPED: "stopped",
+    RunStatus.TIME_LIMIT: "stopped at the time limit",
+    RunStatus.EARLY_STOPPED: "early-stopped",
+    RunStatus.COMPLETED: "completed",
 }
 
 
@@ -252,7 +252,7 @@ def failure(exc: BaseException, run: Run) -> tuple[str, dict[str, Any], dict[str
             "error": str(exc),
             "error_type": type(exc).__name__,
             "user_error": True,
-            "stage": RunStatus.FAILED,
+            "stage": "failed",
         }
         return RunStatus.FAILED, {"error": str(exc)}, final
     # A bug: keep the host alive, keep the traceback for us. Only the exception's type on
@@ -270,7 +270,7 @@ def failure(exc: BaseException, run: Run) -> tuple[str, dict[str, Any], dict[str
         "status": RunStatus.FAILED,
         "error": message,
         "error_type": type(exc).__name__,
-        "stage": RunStatus.FAILED,
+        "stage": "failed",
     }
     return RunStatus.FAILED, {"error": message}, final
 
@@ -293,7 +293,7 @@ def run_job(spec: JobSpec, emit: Emit, stop: threading.Event) -> None:
     status, fields = RunStatus.FAILED, {}
     final: dict[str, Any] = {
         "status": status,
-        "stage": RunStatus.FAILED,
+        "stage": "failed",
         "error": "The job ended unexpectedly.",
     }
     lock = DeviceLock(spec.device).held if spec.lock_device else _no_lock

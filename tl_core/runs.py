@@ -17,7 +17,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +35,9 @@ PROCESS_TOKEN = uuid.uuid4().hex
 pid is gone was interrupted (crash, kill, reboot)."""
 
 
-class RunStatus(StrEnum):
-    """Every state a run or job can be in; ``status.json`` holds the value. A ``StrEnum``, so
-    JSON, f-strings and comparisons with a plain string all see the value."""
+class RunStatus(str, Enum):
+    """Every state a run or job can be in; ``status.json`` holds the value. A ``str``, so JSON,
+    f-strings and comparisons with a plain string all see the value."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -52,6 +52,11 @@ class RunStatus(StrEnum):
     """The process running it ended before it finished (crash, kill, reboot)."""
     UNKNOWN = "unknown"
     """No ``status.json``: a folder being created or damaged by hand."""
+    TIME_LIMIT = "time-limit"
+    """A training result's status when a room's time limit ended it (the run is ``stopped``)."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__  # the value, on every Python (3.12 changed Enum's)
 
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.STOPPING)

@@ -197,7 +197,7 @@ class TimeLimit(Callback):
 
     def on_batch_end(self, trainer: Trainer) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
-            trainer.request_stop("time-limit")
+            trainer.request_stop(RunStatus.TIME_LIMIT)
 
     def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
         self.on_batch_end(trainer)

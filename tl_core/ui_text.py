@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .best_epoch import best_record
+from .best_epoch import kept_record
 from .devicelock import WAITING
 from .runner import STOP_STAGES
 from .runs import RunStatus
@@ -28,7 +28,7 @@ POLL_QUEUED_S = 10.0
 whose cores belong to the job that trains (measured by benchmarks/workshop_load.py)."""
 POLL_SIDEBAR_S = 10.0
 """The sidebar's one "Run:" line needs no more."""
-TIME_LIMIT = STOP_STAGES["time-limit"]
+TIME_LIMIT = STOP_STAGES[RunStatus.TIME_LIMIT]
 NOTHING_TRAINED = "Stopped before the first epoch finished: nothing was trained yet."
 _COUNTED_STAGES = ("caching", "loaded cached", "scanning")
 
@@ -78,17 +78,17 @@ def stage_text(snap: JobStatus) -> str:
     if snap.finished:
         done = len(snap.history)
         if snap.status == RunStatus.FAILED:
-            return RunStatus.FAILED
+            return "failed"
         if not done:
             return "nothing was trained yet"
         text = f"{done} epoch(s) run"
-        if snap.stage == RunStatus.EARLY_STOPPED:
+        if snap.stage == STOP_STAGES[RunStatus.EARLY_STOPPED]:
             text += " (early stopping)"
         elif snap.stage == TIME_LIMIT:
             text += " (time limit reached)"
         return text
     if snap.status == RunStatus.QUEUED:
-        return RunStatus.QUEUED
+        return "queued"
     if snap.stage == "training":
         if snap.epoch < 1:
             return "starting"
@@ -108,7 +108,7 @@ def outcome(snap: JobStatus) -> tuple[str, str] | None:
         return "error", snap.error or "Training failed."
     if not snap.trained:
         return "warning", NOTHING_TRAINED
-    best = best_record(snap.history)
+    best = kept_record(snap.history, snap.result)
     text = snap.status.capitalize()
     if snap.result and snap.result.get("wall_s") is not None:
         text += f" in {snap.result['wall_s']:.0f} s"

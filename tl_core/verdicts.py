@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .best_epoch import best_record
+from .best_epoch import kept_record
 from .run_table import Curve, curve
 from .runs import ACTIVE, RunStatus
 from .ui_text import TIME_LIMIT
@@ -56,23 +56,23 @@ class ExperimentRun:
     def stop_reason(self) -> str:
         """``completed``, ``early-stopped``, ``time-limit``, ``stopped``, or the run's status."""
         if self.stage == TIME_LIMIT:
-            return "time-limit"
+            return RunStatus.TIME_LIMIT
         return (self.result or {}).get("status") or self.status
 
     @property
     def cut(self) -> bool:
-        return self.stop_reason == "time-limit"
+        return self.stop_reason == RunStatus.TIME_LIMIT
 
     def curve(self) -> Curve:
         return curve(self.label, self.history, self.result)
 
     @property
     def best_acc(self) -> float:
-        return float(best_record(self.history)["val_acc"])
+        return float(kept_record(self.history, self.result)["val_acc"])
 
     @property
     def best_epoch(self) -> int:
-        return int(best_record(self.history)["epoch"])
+        return int(kept_record(self.history, self.result)["epoch"])
 
     @property
     def seconds_to_best(self) -> float:
@@ -119,7 +119,7 @@ def _ending(r: ExperimentRun, budget_s: float) -> str:
     n = len(r.history)
     epochs = f"{n} epoch{'s' if n != 1 else ''}"
     reason = r.stop_reason
-    if reason == "time-limit":
+    if reason == RunStatus.TIME_LIMIT:
         still = " while still improving" if _climbing(r) else ""
         return f"The {budget_text(budget_s)} budget cut it after {epochs}{still}."
     if reason == RunStatus.EARLY_STOPPED:

