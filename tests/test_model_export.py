@@ -103,19 +103,24 @@ def test_the_cli_exports_and_says_how_it_was_checked(trained: Run, tmp_path: Pat
     assert proc.returncode == 2 and "has no trained weights to export yet" in proc.stderr
 
 
-def test_the_export_page_builds_on_click_and_then_offers_the_file(
-    trained: Run, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _export_page(run: Run, monkeypatch: pytest.MonkeyPatch):
+    """The app's Export page for ``run``, as a browser opening ``?run=`` would see it."""
     from streamlit.testing.v1 import AppTest
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.delenv("TL_STUDIO_WORKSHOP", raising=False)
     at = AppTest.from_file(str(root / "app.py"), default_timeout=180)
-    at.query_params["run"] = trained.id
+    at.query_params["run"] = run.id
     at.run()
     at.switch_page("pages/export.py")
-    at.run()
+    return at.run()
+
+
+def test_the_export_page_builds_on_click_and_then_offers_the_file(
+    trained: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _export_page(trained, monkeypatch)
     assert [b.label for b in at.button if b.label.startswith("Build")] == [
         "Build ONNX",
         "Build TorchScript",
@@ -310,16 +315,7 @@ def test_the_cli_exports_a_timm_folder(trained: Run, tmp_path: Path) -> None:
 def test_the_export_page_builds_the_timm_folder_and_offers_it_zipped(
     trained: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamlit.testing.v1 import AppTest
-
-    root = Path(__file__).resolve().parents[1]
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.delenv("TL_STUDIO_WORKSHOP", raising=False)
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=180)
-    at.query_params["run"] = trained.id
-    at.run()
-    at.switch_page("pages/export.py")
-    at.run()
+    at = _export_page(trained, monkeypatch)
     next(b for b in at.button if b.label == "Build timm").click().run()
     assert not at.exception and not at.error
     assert "Download timm (.zip)" in [b.label for b in at.get("download_button")]
