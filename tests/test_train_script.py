@@ -60,6 +60,7 @@ def pretrained_file(tmp_path: Path) -> Path:
     "strategy, extra",
     [
         ("fine-tune-top", {"augment": "light", "epochs": 4, "unfreeze_top": 2}),
+        ("fine-tune-top", {"epochs": 3, "unfreeze_top": 1}),  # the engine runs the frozen prefix once
         ("feature-extraction", {"epochs": 15, "lr": 0.9}),  # overshoots: early stopping ends it
     ],
 )

@@ -117,6 +117,36 @@ def test_nan_loss_stops_with_an_explanation(color_folders: Path, strategy: str) 
         trainer.fit()
 
 
+def test_nan_is_caught_when_the_loss_is_read_only_every_few_steps(color_folders: Path) -> None:
+    """On a GPU the running loss is checked every N steps; a NaN in between still stops it."""
+    trainer = make_trainer(color_folders, [PoisonWeights()], strategy="fine-tune-all", epochs=2)
+    trainer.check_every = 3
+    with pytest.raises(TrainingDiverged, match="The loss became nan at epoch .* Lower the learning rate"):
+        trainer.fit()
+
+
+def test_the_frozen_prefix_runs_once_and_trains_the_same_weights(color_folders: Path) -> None:
+    """Fine-tune-top without augmentation caches the frozen bottom's maps: same epochs, same weights."""
+    from tl_core import frozen_prefix
+
+    results = {}
+    for reuse in (True, False):
+        rec = Recorder()
+        trainer = make_trainer(color_folders, [rec], strategy="fine-tune-top", epochs=3, unfreeze_top=2)
+        trainer.reuse_frozen_prefix = reuse
+        results[reuse] = trainer.fit(), trainer.model.state_dict(), rec.events
+    (fast, fast_weights, fast_events), (full, full_weights, full_events) = results[True], results[False]
+    assert any(e.startswith("stage:caching train feature maps below blocks.") for e in fast_events)
+    assert not any("feature maps" in e for e in full_events)
+    assert [r.val_acc for r in fast.history] == [r.val_acc for r in full.history]
+    assert [r.val_loss for r in fast.history] == pytest.approx([r.val_loss for r in full.history], abs=1e-5)
+    for name, value in full_weights.items():
+        torch.testing.assert_close(fast_weights[name], value, atol=1e-5, rtol=1e-4, msg=name)
+    # Nothing to skip where everything trains, or where the architecture is not a plain chain.
+    model, _ = create_backbone("test_vit", 3, "none", 32, catalog_only=False)
+    assert frozen_prefix.feature_chain(model, torch.randn(2, 3, 32, 32)) is None
+
+
 class RaiseOOM(Callback):
     def on_batch_end(self, trainer) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

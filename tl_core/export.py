@@ -75,7 +75,7 @@ def training_plan(run: Run) -> dict[str, Any]:
         "patience": cfg.patience,
         "train_bn": cfg.train_bn,
         "seed": cfg.seed,
-        "workers": cfg.workers or 0,
+        "workers": cfg.workers,
         "feature_cache": cfg.uses_feature_cache,
         "split": {name: _relative_items(items, root) for name, items in split.items() if items},
     }

@@ -26,13 +26,21 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from . import best_epoch
+from . import best_epoch, frozen_prefix
 from .backbones import classifier_name
 from .config import TrainConfig
 from .data import Dataset
 from .devices import DeviceSetup
 from .errors import DatasetError, TrainingFailed
-from .freezing import LayerGroup, frozen_bn_modules, optimizer_param_groups, report, set_trainable
+from .freezing import (
+    LayerGroup,
+    bn_param_names,
+    frozen_bn_modules,
+    optimizer_param_groups,
+    report,
+    set_trainable,
+)
+from .frozen_prefix import Split, Suffix
 from .fsutil import write_atomic
 from .images import ImageProblem, load_rgb
 from .preprocessing import eval_transform, train_transform
@@ -43,6 +51,9 @@ IMBALANCE_FOR_WEIGHTS = 3.0
 FEATURE_CACHE_BYTES = 2 * 1024**3
 """Least-recently-used cached features beyond this are deleted (a digits run takes ~9 MB)."""
 _HEAD_BATCH_COST = 0.01
+NAN_CHECK_STEPS = 25
+"""On a GPU the running loss is read every this many steps, not every step: each read waits for
+the GPU to finish. A NaN or inf propagates into the sum, so none is missed."""
 """A batch on cached features costs ~1% of a backbone batch; used for progress and ETA."""
 
 
@@ -257,6 +268,13 @@ def prune_feature_cache(folder: Path, max_bytes: int) -> list[Path]:
     return removed
 
 
+def default_workers(device: str) -> int:
+    """Data-loading processes when the config leaves it open: on a GPU, enough to decode and
+    augment while it computes (up to 8, half the cores); on a CPU none, since they would take
+    the cores the model needs."""
+    return min(8, (os.cpu_count() or 2) // 2) if device == "cuda" else 0
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -330,6 +348,10 @@ class Trainer:
         self.units_done = 0.0
         self.units_total = 1.0
         self.history: list[EpochRecord] = []
+        self.check_every = NAN_CHECK_STEPS if device.device == "cuda" else 1
+        self.reuse_frozen_prefix = True
+        """Run the never-trained bottom of the network once (``frozen_prefix``); tests turn it off
+        to compare with the full path."""
         self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         labels = [label for _, label in dataset.items["train"]]
         weights = class_weights(labels, len(dataset.classes), self.cfg.class_weights)
@@ -370,7 +392,7 @@ class Trainer:
         )
         size = self.data_config["input_size"][-1]
         ds = ImageDataset(self.dataset.items[split], transform, draft_size=size)
-        workers = self.cfg.workers if self.cfg.workers is not None else 0
+        workers = self.cfg.workers if self.cfg.workers is not None else default_workers(self.device.device)
         generator = torch.Generator().manual_seed(self.cfg.seed)
         return DataLoader(
             ds,
@@ -505,6 +527,15 @@ class Trainer:
         val_loader = self._loader("val", training=False)
         n_batches = len(train_loader) + len(val_loader)
         self.units_total = float(self.epochs_total * n_batches)
+        net: nn.Module = self.model
+        split = self._frozen_prefix()
+        if split is not None:
+            self.units_total += n_batches  # running the prefix once
+            cached = self._prefix_maps(split, "train"), self._prefix_maps(split, "val")
+            if not self.should_stop and all(c is not None for c in cached):
+                net = Suffix(self.model, split)
+                train_loader = self._tensor_loader(*cached[0], shuffle=True)
+                val_loader = self._tensor_loader(*cached[1], shuffle=False)
         scaler = torch.amp.GradScaler(enabled=self.device.amp_dtype == torch.float16)
         for phase in self._phases():
             set_trainable(self.model, self.groups, phase.trainable, self.cfg.train_bn)
@@ -520,41 +551,95 @@ class Trainer:
                 self.model.train()
                 for m in frozen_bn:
                     m.eval()
-                total_loss, correct, seen = 0.0, 0, 0
+                # Sums stay on the device: reading them every step would stall a GPU.
+                total_loss = torch.zeros((), device=self.device.device)
+                correct = torch.zeros((), dtype=torch.long, device=self.device.device)
+                seen = 0
                 lr = optimizer.param_groups[0]["lr"]
-                for x, y in train_loader:
+                for step, (x, y) in enumerate(train_loader, start=1):
                     x, y = self._to_device(x), y.to(self.device.device, non_blocking=True)
                     with self._autocast():
-                        logits = self.model(x)
+                        logits = net(x)
                         loss = self.criterion(logits.float(), y)
-                    self._check_loss(loss, optimizer.param_groups[0]["lr"])
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
-                    total_loss += loss.item() * len(y)
-                    correct += (logits.argmax(1) == y).sum().item()
+                    total_loss += loss.detach() * len(y)
+                    correct += (logits.argmax(1) == y).sum()
                     seen += len(y)
+                    if step % self.check_every == 0 or step == len(train_loader):
+                        self._check_loss(total_loss, optimizer.param_groups[0]["lr"])
                     self.units_done += 1
                     self._fire("on_batch_end")
                     if self.should_stop:
                         return
-                va_loss, va_acc = self._evaluate_loader(val_loader)
+                va_loss, va_acc = self._evaluate_loader(val_loader, net)
                 if self.should_stop:
                     return
-                self._record(
-                    phase, total_loss / max(seen, 1), correct / max(seen, 1), va_loss, va_acc, lr, t0
-                )
+                n = max(seen, 1)
+                self._record(phase, total_loss.item() / n, correct.item() / n, va_loss, va_acc, lr, t0)
+
+    def _frozen_prefix(self) -> Split | None:
+        """The bottom of the network that no phase trains, when the images are fixed (no
+        augmentation) so that its output is too: run once instead of every epoch."""
+        if self.cfg.augment != "none" or not self.reuse_frozen_prefix:
+            return None
+        trainable = {n for p in self.phases for g in self.groups if g.name in p.lrs for n in g.params}
+        if self.cfg.train_bn:
+            trainable |= bn_param_names(self.model)
+        probe = ImageDataset(
+            self.dataset.items["train"][:2],
+            eval_transform(self.data_config),
+            self.data_config["input_size"][-1],
+        )  # not the train loader: drawing from it would change its shuffling
+        sample = self._to_device(torch.stack([probe[i][0] for i in range(len(probe))]))
+        with self._autocast():
+            return frozen_prefix.find(self.model, trainable, sample)
 
     @torch.no_grad()
-    def _evaluate_loader(self, loader: DataLoader) -> tuple[float, float]:
+    def _prefix_maps(self, split: Split, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The prefix's output for every image of ``name``, on the device; None if they would
+        not fit in ``MAX_MAP_BYTES`` (the full path runs instead)."""
+        loader = self._loader(name, training=False)
+        self.model.eval()
+        maps, labels, size = [], [], 0
+        for i, (x, y) in enumerate(loader):
+            out = self._to_device(x)
+            with self._autocast():
+                for module in split.prefix:
+                    out = module(out)
+            maps.append(out)
+            labels.append(y.to(self.device.device))
+            size += out.numel() * out.element_size()
+            if size / (i + 1) * len(loader) > frozen_prefix.MAX_MAP_BYTES:
+                return None
+            self.units_done += 1
+            self._fire("on_stage", f"caching {name} feature maps below {split.boundary}", i + 1, len(loader))
+            if self.should_stop:
+                return None
+        return torch.cat(maps), torch.cat(labels)
+
+    def _tensor_loader(self, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
+        """Batches of cached maps in exactly the order the image loader would give."""
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        return DataLoader(
+            torch.utils.data.TensorDataset(x, y),
+            batch_size=self.cfg.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+        )
+
+    @torch.no_grad()
+    def _evaluate_loader(self, loader: DataLoader, net: nn.Module | None = None) -> tuple[float, float]:
+        net = net or self.model
         self.model.eval()
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in loader:
             x, y = self._to_device(x), y.to(self.device.device, non_blocking=True)
             with self._autocast():
-                logits = self.model(x).float()
+                logits = net(x).float()
             total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)

@@ -12,6 +12,7 @@ run's epochs; the studio's tests check that.
 import argparse
 import importlib.util
 import math
+import os
 import random
 from pathlib import Path
 
@@ -47,7 +48,7 @@ CLASS_WEIGHTS = __CLASS_WEIGHTS__  # per class, for imbalanced data; None: equal
 PATIENCE = __PATIENCE__  # end a phase after this many epochs without a new best epoch (0: never)
 TRAIN_BN = __TRAIN_BN__  # keep BatchNorm layers trainable inside frozen groups
 SEED = __SEED__
-WORKERS = __WORKERS__  # data-loading processes (each seeded from SEED, as in the studio)
+WORKERS = __WORKERS__  # data-loading processes; None: the studio's rule (GPU: up to 8, CPU: 0)
 FEATURE_CACHE = __FEATURE_CACHE__  # only the head trains, on fixed images: compute features once
 
 # The best epoch: the lowest validation loss across all phases; a tie goes to higher accuracy.
@@ -327,10 +328,16 @@ def make_transform(augment):
     )
 
 
+def workers():
+    if WORKERS is not None:
+        return WORKERS
+    return min(8, (os.cpu_count() or 2) // 2) if torch.cuda.is_available() else 0
+
+
 def loader(data, items, transform, shuffle):
     gen = torch.Generator().manual_seed(SEED)
     return torch.utils.data.DataLoader(
-        Files(data, items, transform), BATCH_SIZE, shuffle=shuffle, generator=gen, num_workers=WORKERS
+        Files(data, items, transform), BATCH_SIZE, shuffle=shuffle, generator=gen, num_workers=workers()
     )
 
 
