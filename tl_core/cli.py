@@ -164,6 +164,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--runs-dir")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "bench", help="the tutorials' plain PyTorch loop against the engine, same data, one process"
+    )
+    p.add_argument("data", help="as for train: a folder, a .zip or 'digits'")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--weights", default="auto")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--strategies",
+        default="feature-extraction,fine-tune-top",
+        help="comma-separated: feature-extraction, fine-tune-top",
+    )
+    p.add_argument("--json", action="store_true", help="print the figures as JSON on the last stdout line")
     p = sub.add_parser("prefetch", help="download hub weights into the cache before going offline")
     p.add_argument("names", nargs="+", metavar="NAME")
     p = sub.add_parser("app", help="start the Streamlit app; further options go to `streamlit run`")
@@ -460,6 +475,32 @@ def _app(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .backbones import BACKBONES
+    from .bench import STRATEGIES, report, run_bench
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = set(strategies) - set(STRATEGIES)
+    if unknown or not strategies:
+        raise TLError(
+            f"bench compares {' and '.join(STRATEGIES)}; not {', '.join(sorted(unknown)) or 'nothing'}."
+        )
+    result = run_bench(
+        args.data,
+        args.backbone,
+        args.weights,
+        args.image_size,
+        args.epochs,
+        args.batch_size,
+        strategies,
+        catalog_only=args.backbone in BACKBONES,
+    )
+    print(report(result), file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     parser = _build_parser()
@@ -475,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict": _predict,
         "prefetch": _prefetch,
         "export": _export,
+        "bench": _bench,
         "app": _app,
     }
     try:
