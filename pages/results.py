@@ -49,33 +49,29 @@ if best["train_acc"] - best["val_acc"] > 0.15:
     )
 st.plotly_chart(training_curves(history), width="stretch")
 
+
+def per_class_table(df, height: int | str = "auto") -> None:
+    """Precision, recall, F1 and support per class, and their average."""
+    scores = per_class_report(df, labels).style.format(
+        {"precision": "{:.2f}", "recall": "{:.2f}", "f1": "{:.2f}"}
+    )
+    st.dataframe(scores, hide_index=True, width="stretch", height=height)
+
+
 cell_key = insights.cell_key(run, preds, labels)
 left, right = st.columns([3, 2])
 with left:
     ui.confusion_block(preds, labels, key=cell_key)
 with right:
     st.subheader("Per class")
-    st.dataframe(
-        per_class_report(preds, labels).style.format(
-            {"precision": "{:.2f}", "recall": "{:.2f}", "f1": "{:.2f}"}
-        ),
-        hide_index=True,
-        width="stretch",
-        height=min(36 * (len(labels) + 2), 600),  # every class and the average, without scrolling
-    )
+    per_class_table(preds, height=min(36 * (len(labels) + 2), 600))  # every class, no scrolling
     pairs = most_confused(preds)
     if pairs:
         st.markdown("**Most confused:** " + "; ".join(f"{t} → {p} ({n}×)" for t, p, n in pairs))
 
 if test_preds is not None:
     with st.expander(f"Held-out test split: {len(test_preds)} images, per class"):
-        st.dataframe(
-            per_class_report(test_preds, labels).style.format(
-                {"precision": "{:.2f}", "recall": "{:.2f}", "f1": "{:.2f}"}
-            ),
-            hide_index=True,
-            width="stretch",
-        )
+        per_class_table(test_preds)
 
 insights.cell_browser(run, preds, labels, cell_key)
 insights.gradcam_block(run, preds, labels)

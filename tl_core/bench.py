@@ -62,6 +62,23 @@ class BenchResult:
 
 
 @contextmanager
+def scratch_home() -> Iterator[None]:
+    """A temporary ``TL_STUDIO_HOME`` for the block, put back afterwards."""
+    import os
+
+    previous = os.environ.get("TL_STUDIO_HOME")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TL_STUDIO_HOME"] = tmp
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("TL_STUDIO_HOME", None)
+            else:
+                os.environ["TL_STUDIO_HOME"] = previous
+
+
+@contextmanager
 def peak_rss() -> Iterator[list[float]]:
     """Samples this process's resident memory every 50 ms; the list holds the peak in MB."""
     import psutil
@@ -99,7 +116,7 @@ def tutorial(
     from torchvision import transforms
 
     from .backbones import create_backbone
-    from .freezing import layer_groups, top_groups
+    from .freezing import HEAD, layer_groups, set_trainable, top_groups
 
     class Files(torch.utils.data.Dataset):
         def __init__(self, rows: Sequence[tuple[str, int]], tf: Any):
@@ -128,12 +145,10 @@ def tutorial(
         train = torch.utils.data.DataLoader(Files(items["train"], tf), batch_size, shuffle=True)
         val = torch.utils.data.DataLoader(Files(items["val"], tf), batch_size)
         groups = layer_groups(model)
-        unfrozen = set(top_groups(groups, 2)) if strategy == "fine-tune-top" else set()
-        for g in groups:
-            for name in g.params:
-                model.get_parameter(name).requires_grad_(g.name == "head" or g.name in unfrozen)
-        head = [model.get_parameter(n) for g in groups if g.name == "head" for n in g.params]
-        body = [p for p in model.parameters() if p.requires_grad and all(p is not h for h in head)]
+        unfrozen = top_groups(groups, 2) if strategy == "fine-tune-top" else []
+        set_trainable(model, groups, [HEAD, *unfrozen])
+        head = [model.get_parameter(n) for g in groups if g.name == HEAD for n in g.params]
+        body = [model.get_parameter(n) for g in groups if g.name in unfrozen for n in g.params]
         groups_lr = [{"params": head, "lr": TUTORIAL_LRS["head"]}]
         if body:
             groups_lr.append({"params": body, "lr": TUTORIAL_LRS["backbone"]})
@@ -216,52 +231,43 @@ def run_bench(
     strategies: Sequence[str] = STRATEGIES,
     catalog_only: bool = True,
 ) -> BenchResult:
-    """Each strategy with the tutorial loop, then with the engine (its feature cache cold)."""
-    import os
-
+    """Each strategy with the tutorial loop, then with the engine, both in a scratch studio
+    home: the engine's caches start cold, and both train on the same copy of a sample or zip."""
     from .data import scan_dataset
-    from .paths import studio_home
+    from .paths import runs_root
 
-    dataset = scan_dataset(data, seed=0)
-    result = BenchResult(
-        data, backbone, image_size, epochs, len(dataset.items["train"]), len(dataset.items["val"])
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        previous = os.environ.get("TL_STUDIO_HOME")
-        os.environ["TL_STUDIO_HOME"] = tmp  # a cold feature cache: the engine earns nothing in advance
-        try:
-            for strategy in strategies:
-                result.measures.append(
-                    tutorial(
-                        strategy,
-                        dataset.items,
-                        len(dataset.classes),
-                        backbone,
-                        weights,
-                        image_size,
-                        epochs,
-                        batch_size,
-                        catalog_only,
-                    )
+    with scratch_home():
+        dataset = scan_dataset(data, seed=0)
+        result = BenchResult(
+            data, backbone, image_size, epochs, len(dataset.items["train"]), len(dataset.items["val"])
+        )
+        for strategy in strategies:
+            result.measures.append(
+                tutorial(
+                    strategy,
+                    dataset.items,
+                    len(dataset.classes),
+                    backbone,
+                    weights,
+                    image_size,
+                    epochs,
+                    batch_size,
+                    catalog_only,
                 )
-                result.measures.append(
-                    engine(
-                        strategy,
-                        data,
-                        backbone,
-                        weights,
-                        image_size,
-                        epochs,
-                        batch_size,
-                        studio_home() / "runs",
-                        catalog_only,
-                    )
+            )
+            result.measures.append(
+                engine(
+                    strategy,
+                    data,
+                    backbone,
+                    weights,
+                    image_size,
+                    epochs,
+                    batch_size,
+                    runs_root(),
+                    catalog_only,
                 )
-        finally:
-            if previous is None:
-                os.environ.pop("TL_STUDIO_HOME", None)
-            else:
-                os.environ["TL_STUDIO_HOME"] = previous
+            )
     return result
 
 

@@ -173,11 +173,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--strategies",
-        default="feature-extraction,fine-tune-top",
-        help="comma-separated: feature-extraction, fine-tune-top",
-    )
+    from .bench import STRATEGIES
+
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated, of these")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on the last stdout line")
     p = sub.add_parser("prefetch", help="download hub weights into the cache before going offline")
     p.add_argument("names", nargs="+", metavar="NAME")

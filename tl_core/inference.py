@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from .backbones import BackboneInfo
 from .config import TrainConfig
 from .errors import TLError
 from .images import load_rgb
@@ -35,9 +36,19 @@ def rebuild_model(run: Run, weights: bool = True, **timm_kwargs: Any) -> nn.Modu
     The one place a finished run becomes a model again: prediction, every export, the
     training script and the model card build it here.
     """
+    return _build(run, run.config(), run.labels(), run.backbone(), weights, timm_kwargs)
+
+
+def _build(
+    run: Run,
+    cfg: TrainConfig,
+    labels: list[str],
+    info: BackboneInfo | None,
+    weights: bool,
+    timm_kwargs: dict[str, Any],
+) -> nn.Module:
     import timm
 
-    cfg, labels, info = run.config(), run.labels(), run.backbone()
     if not cfg.backbone or not labels or info is None:
         raise TLError(f"{run.dir} is not a finished run (config, labels or backbone missing).")
     model = timm.create_model(
@@ -48,16 +59,16 @@ def rebuild_model(run: Run, weights: bool = True, **timm_kwargs: Any) -> nn.Modu
     return model.eval()
 
 
-def load_run_model(run: Run | str | Path) -> LoadedModel:
-    """A finished run's model with what predicting needs: labels and preprocessing."""
+def load_run_model(run: Run | str | Path, **timm_kwargs: Any) -> LoadedModel:
+    """A finished run's model with what predicting needs: labels and preprocessing
+    (``timm_kwargs`` go to ``timm.create_model``, e.g. a ``pretrained_cfg_overlay``)."""
     run = run if isinstance(run, Run) else Run(run)
     data_config = run.data_config()
     if not data_config:
         raise TLError(f"{run.dir} is not a finished run (its preprocessing is missing).")
-    info = run.backbone()
-    return LoadedModel(
-        rebuild_model(run), run.labels(), data_config, run.config(), info.model_kwargs if info else {}
-    )
+    cfg, labels, info = run.config(), run.labels(), run.backbone()
+    model = _build(run, cfg, labels, info, True, timm_kwargs)
+    return LoadedModel(model, labels, data_config, cfg, info.model_kwargs if info else {})
 
 
 def ranked(labels: list[str], logits: np.ndarray, k: int) -> list[tuple[str, float]]:

@@ -26,6 +26,7 @@ from .strategies import Phase
 from .ui_text import NO_TEST_SPLIT
 
 SPLITS = ("train", "val", "test")
+SPLIT_NAMES = {"val": "validation", "test": "test"}
 LOW_RECALL_GAP = 0.10
 """A class whose recall is this far under the split's accuracy is called out: the headline
 figure hides that the model misses it more often than the rest."""
@@ -275,7 +276,7 @@ def _results(f: _Facts) -> str:
             [r["class"], f"{r['precision']:.2f}", f"{r['recall']:.2f}", f"{r['f1']:.2f}", int(r["support"])]
             for r in report.to_dict("records")
         ]
-        name = {"val": "validation", "test": "test"}[split]
+        name = SPLIT_NAMES[split]
         text += f"\n\nPer class, {name} split:\n\n" + _table(
             ["class", "precision", "recall", "f1", "support"], rows, numeric=range(1, 5)
         )
@@ -340,7 +341,7 @@ def _low_recall(f: _Facts) -> list[str]:
         return []
     classes = report[report["class"].isin(f.classes)]
     weak = classes[classes["recall"] < acc - LOW_RECALL_GAP]
-    name = "test" if f.scored == "test" else "validation"
+    name = SPLIT_NAMES[f.scored]
     return [
         f"- '{r['class']}' is missed more often than the rest: recall {r['recall']:.2f} on the {name} "
         f"split, against {_pct(acc)} accuracy overall."

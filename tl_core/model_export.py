@@ -39,7 +39,7 @@ FOLDER_FORMATS = frozenset({"timm"})
 """Written as a folder, not one file: the app downloads them zipped."""
 _FOLDER_FILES = frozenset(
     {"config.json", "model.safetensors", "labels.json", "preprocessing.json", "parity.json", "source.json"}
-    | {"README.md", "MODEL_CARD.md", "train_config.json"}
+    | {"README.md", "MODEL_CARD.md", TIMM_TRAIN_CONFIG}
 )
 """What an earlier export folder may hold: only such a folder is replaced by a new export."""
 PARITY_IMAGES = 32
@@ -244,14 +244,15 @@ def export_timm(run: Run, out: Path) -> ExportResult:
     from timm.data import resolve_data_config
     from timm.models import save_for_hf
 
-    from .inference import load_run_model, rebuild_model
+    from .inference import load_run_model
 
     _check_folder_target(out)
-    loaded = load_run_model(run)
+    # Built by its architecture name, never a hub name, so ``local-dir:`` rebuilds the same model;
+    # the overlay puts the run's preprocessing into the config timm saves.
+    loaded = load_run_model(run, pretrained_cfg_overlay=_timm_overlay(run.data_config()))
     batch = _validation_batch(run, loaded)
     kwargs = loaded.model_kwargs
-    # Rebuilt by its architecture name, never a hub name, so ``local-dir:`` rebuilds the same model.
-    model = rebuild_model(run, pretrained_cfg_overlay=_timm_overlay(loaded.data_config))
+    model = loaded.model
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:

@@ -159,8 +159,7 @@ def predict_files(predictor: Predictor, images: Sequence[str], top_k: int = 3) -
     from .inference import ranked
     from .preprocessing import eval_transform
 
-    config = dict(predictor.data_config, input_size=tuple(predictor.data_config["input_size"]))
-    transform = eval_transform(config)
+    transform = eval_transform(predictor.data_config)  # lists from JSON become timm's tuples there
     out: list[dict[str, Any]] = []
     for image in images:
         try:

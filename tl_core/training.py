@@ -51,10 +51,10 @@ IMBALANCE_FOR_WEIGHTS = 3.0
 FEATURE_CACHE_BYTES = 2 * 1024**3
 """Least-recently-used cached features beyond this are deleted (a digits run takes ~9 MB)."""
 _HEAD_BATCH_COST = 0.01
+"""A batch on cached features costs ~1% of a backbone batch; used for progress and ETA."""
 NAN_CHECK_STEPS = 25
 """On a GPU the running loss is read every this many steps, not every step: each read waits for
 the GPU to finish. A NaN or inf propagates into the sum, so none is missed."""
-"""A batch on cached features costs ~1% of a backbone batch; used for progress and ETA."""
 
 
 class TrainingDiverged(TrainingFailed):
@@ -353,6 +353,9 @@ class Trainer:
         """Run the never-trained bottom of the network once (``frozen_prefix``); tests turn it off
         to compare with the full path."""
         self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._maps: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        """The frozen prefix's output per split, when the run trained on it."""
+        self._suffix: Suffix | None = None
         labels = [label for _, label in dataset.items["train"]]
         weights = class_weights(labels, len(dataset.classes), self.cfg.class_weights)
         self.criterion = nn.CrossEntropyLoss(
@@ -509,16 +512,21 @@ class Trainer:
     def predict(self, split: str = "val") -> torch.Tensor:
         """Class probabilities for ``split`` (in ``dataset.items`` order), on the CPU.
 
-        Uses the cached features when the run had them, so evaluation costs nothing extra.
+        Uses the cached features or frozen-prefix maps when the run had them, so evaluation
+        costs (almost) nothing extra.
         """
         self.model.eval()
         if split in self._features:
             head = self.model.get_submodule(classifier_name(self.model))
             return head(self._features[split][0]).float().softmax(-1).cpu()
+        if split in self._maps and self._suffix is not None:
+            net, loader = self._suffix, self._tensor_loader(*self._maps[split], shuffle=False)
+        else:
+            net, loader = self.model, self._loader(split, training=False)
         out = []
-        for x, _ in self._loader(split, training=False):
+        for x, _ in loader:
             with self._autocast():
-                out.append(self.model(self._to_device(x)).float().softmax(-1).cpu())
+                out.append(net(self._to_device(x)).float().softmax(-1).cpu())
         return torch.cat(out)
 
     # -- full forward/backward path ---------------------------------------------------------------
@@ -533,7 +541,8 @@ class Trainer:
             self.units_total += n_batches  # running the prefix once
             cached = self._prefix_maps(split, "train"), self._prefix_maps(split, "val")
             if not self.should_stop and all(c is not None for c in cached):
-                net = Suffix(self.model, split)
+                net = self._suffix = Suffix(self.model, split)
+                self._maps = {"train": cached[0], "val": cached[1]}
                 train_loader = self._tensor_loader(*cached[0], shuffle=True)
                 val_loader = self._tensor_loader(*cached[1], shuffle=False)
         scaler = torch.amp.GradScaler(enabled=self.device.amp_dtype == torch.float16)
