@@ -83,7 +83,7 @@ def test_a_snapshot_of_at_most_max_points_spread_over_every_class(
 ) -> None:
     run = RunStore(tmp_path / "runs").create({})
     trainer, snapshots = make_trainer(color_folders, run, strategy="fine-tune-all", epochs=1)
-    snapshots.on_fit_start(trainer)
+    snapshots.on_train_start(trainer)
     snapshots.on_fit_end(trainer, finished())
     snaps = FS.load_snapshots(run)
     assert snaps is not None and len(snaps.paths) == 4
@@ -93,7 +93,7 @@ def test_a_snapshot_of_at_most_max_points_spread_over_every_class(
 def test_nothing_is_saved_when_no_epoch_finished(color_folders: Path, tmp_path: Path) -> None:
     run = RunStore(tmp_path / "runs").create({})
     trainer, snapshots = make_trainer(color_folders, run, strategy="fine-tune-all", epochs=1)
-    snapshots.on_fit_start(trainer)
+    snapshots.on_train_start(trainer)
     snapshots.on_fit_end(trainer, finished(epochs_run=0))
     assert not (run.dir / FS.FEATURES_FILE).exists()
 

@@ -50,7 +50,7 @@ def test_nothing_trained_keeps_100_percent_and_the_probe_changes_nothing(
     )
     trainer.model.train()
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    meter.on_fit_start(trainer)
+    meter.on_train_start(trainer)
     meter.on_fit_end(trainer, finished())
     # Eval mode while probing: batch-norm statistics did not drift, and training mode is back.
     assert all(torch.equal(state[k], v) for k, v in trainer.model.state_dict().items())
@@ -303,3 +303,26 @@ def test_results_page_says_why_there_is_no_meter(studio_home: Path) -> None:
     at = results_page(results_page_run(studio_home, F.by_construction()))
     assert next(m for m in at.metric if m.label == "ImageNet knowledge kept").value == "100%"
     assert any("by construction" in md.value for md in at.markdown)
+
+
+def test_a_fine_tune_of_the_top_probes_from_the_frozen_bottoms_maps(
+    color_folders: Path, imagenet_file: Path, tmp_path: Path
+) -> None:
+    """Fine-tune-top without augmentation runs the probe's frozen bottom once, and reading
+    ImageNet answers from those maps gives what the whole network gives."""
+    from tl_core.training import inputs
+
+    run = RunStore(tmp_path / "runs").create({})
+    trainer, meter = make_trainer(
+        color_folders, run, weights=f"file:{imagenet_file}", strategy="fine-tune-top", unfreeze_top=1
+    )
+    trainer.inputs = inputs.choose(trainer)
+    assert trainer.inputs is not None and trainer.inputs.kind == "maps"
+    meter.on_train_start(trainer)
+    assert meter.probe is not None and meter.probe.maps is not None and meter.suffix is not None
+    assert len(meter.probe.maps) == len(meter.probe.images)
+    full = F.imagenet_top1(trainer.model, meter.head, meter.probe)
+    from_maps = F.imagenet_top1(trainer.model, meter.head, meter.probe, suffix=meter.suffix)
+    assert full is not None and from_maps is not None
+    assert {k: v[0] for k, v in full.items()} == {k: v[0] for k, v in from_maps.items()}
+    assert [v[1] for v in full.values()] == pytest.approx([v[1] for v in from_maps.values()], abs=1e-5)

@@ -28,13 +28,13 @@ def test_the_test_split_is_scored_once_after_training(
     from tl_core import training
 
     used: list[str] = []
-    loader = training.Trainer._loader
+    loader = training.Trainer.loader
 
     def spy(self, split: str, training: bool):  # type: ignore[no-untyped-def]
         used.append(split)
         return loader(self, split, training)
 
-    monkeypatch.setattr(training.Trainer, "_loader", spy)
+    monkeypatch.setattr(training.Trainer, "loader", spy)
     done, run = _train(split_folders, strategy="fine-tune-all", epochs=3, patience=None)
     assert done["status"] == "completed", done
     assert used.count("test") == 1 and used[-1] == "test"  # after every epoch and the val scoring

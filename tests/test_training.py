@@ -105,7 +105,7 @@ def test_same_seed_same_run(color_folders: Path) -> None:
 class PoisonWeights(Callback):
     """Simulates a blown-up optimiser step."""
 
-    def on_batch_end(self, trainer) -> None:
+    def on_train_batch_end(self, trainer) -> None:
         with torch.no_grad():
             trainer.model.get_classifier().weight.fill_(float("nan"))
 
@@ -148,7 +148,7 @@ def test_the_frozen_prefix_runs_once_and_trains_the_same_weights(color_folders: 
 
 
 class RaiseOOM(Callback):
-    def on_batch_end(self, trainer) -> None:
+    def on_train_batch_end(self, trainer) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
@@ -165,12 +165,12 @@ def test_stop_event_acts_within_one_batch(color_folders: Path, strategy: str) ->
     class StopAfterThree(Callback):
         batches = 0
 
-        def on_batch_end(self, trainer) -> None:
+        def on_train_batch_end(self, trainer) -> None:
             self.batches += 1
             if self.batches == 3:
                 event.set()
 
-        on_stage = lambda self, trainer, *a: self.on_batch_end(trainer)  # noqa: E731
+        on_stage = lambda self, trainer, *a: self.on_train_batch_end(trainer)  # noqa: E731
 
     counter = StopAfterThree()
     trainer = make_trainer(color_folders, [counter, StopOnEvent(event)], strategy=strategy, epochs=5)
@@ -235,7 +235,7 @@ def test_feature_cache_is_reused_and_invalidated_by_file_changes(color_folders: 
     def run() -> tuple[list[str], object]:
         rec = Recorder()
         trainer = make_trainer(color_folders, [rec], strategy="feature-extraction", epochs=3)
-        trainer.feature_cache_dir, trainer.weights_id = cache, "random-seed-0"
+        trainer.cache.folder, trainer.weights_id = cache, "random-seed-0"
         return rec.events, trainer.fit()
 
     first_events, first = run()
@@ -292,3 +292,68 @@ def test_augment_presets_survive_their_whole_magnitude_range(augment: str) -> No
             op.prob, op.magnitude_std = 1.0, 0.0
             op.magnitude = op.magnitude_max
             assert op(img).size == img.size, op.name
+
+
+def test_decoded_images_are_the_decoders_own_pixels(color_folders: Path, tmp_path: Path) -> None:
+    from tl_core.image_dataset import decode_all
+    from tl_core.images import load_rgb
+
+    jpg = tmp_path / "photo.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(jpg, quality=85)
+    items = [(str(p), 0) for p in sorted(color_folders.rglob("*.png"))[:5]] + [(str(jpg), 1)]
+    decoded = decode_all(items, draft_size=64)
+    assert decoded is not None and len(decoded) == len(items)
+    for (path, _), array in zip(items, decoded, strict=True):
+        assert array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3
+        np.testing.assert_array_equal(array, np.asarray(load_rgb(path, 64)))
+    assert decoded[-1].shape[:2] == (75, 100)  # draft mode: decoded at a quarter, still >= 64 px
+    assert decode_all(items, draft_size=64, max_bytes=1000) is None  # too big to keep: none
+
+
+def test_augmented_training_from_decoded_images_is_the_same_training(color_folders: Path) -> None:
+    """Decoding once and augmenting from memory changes nothing but the time."""
+    results = {}
+    for keep in (True, False):
+        rec = Recorder()
+        trainer = make_trainer(color_folders, [rec], strategy="fine-tune-all", epochs=2, augment="light")
+        trainer.keep_decoded = keep
+        results[keep] = trainer.fit(), trainer.model.state_dict(), rec.events, trainer.inputs
+    (kept, kept_w, kept_events, kept_inputs), (plain, plain_w, plain_events, _) = (
+        results[True],
+        results[False],
+    )
+    assert kept_inputs is not None and kept_inputs.kind == "images"
+    assert "stage:decoding train images (once, kept in memory)" in kept_events
+    assert not any("decoding" in e for e in plain_events)
+    assert [r.train_loss for r in kept.history] == [r.train_loss for r in plain.history]
+    for name, value in plain_w.items():
+        assert torch.equal(kept_w[name], value), name
+
+
+def test_cached_maps_are_reused_by_the_next_run_on_the_same_data(color_folders: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "features"
+
+    def run() -> tuple[list[str], Trainer]:
+        rec = Recorder()
+        trainer = make_trainer(color_folders, [rec], strategy="fine-tune-top", epochs=2, unfreeze_top=1)
+        trainer.cache.folder, trainer.weights_id = cache, "random-seed-0"
+        trainer.fit()
+        return rec.events, trainer
+
+    first_events, first = run()
+    assert any(e.startswith("stage:caching train feature maps below") for e in first_events)
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    second_events, second = run()
+    assert any(e.startswith("stage:loaded cached train feature maps below") for e in second_events)
+    assert not any(e.startswith("stage:caching") for e in second_events)
+    assert [r.val_loss for r in second.history] == [r.val_loss for r in first.history]
+    # The top, run on the cached maps, gives the features a full pass gives.
+    from tl_core.feature_space import pooled_features
+
+    items = second.dataset.items["val"]
+    rows = [0, 2, 5]
+    cached = second.pooled_features("val", rows)
+    full, _ = pooled_features(second.model, [items[i] for i in rows], second.data_config)
+    assert cached is not None
+    np.testing.assert_allclose(cached.numpy(), full, atol=1e-5, rtol=1e-4)

@@ -353,9 +353,7 @@ class FeatureSnapshots(MeasuringCallback):
             self.before = self._measure(trainer, "before", cancellable=True)
 
     def end(self, trainer: Trainer) -> None:
-        after = self._cached(trainer) if self.fixed else None
-        if after is None:
-            after = self._measure(trainer, "after", cancellable=False)
+        after = self._measure(trainer, "after", cancellable=False)
         before = after if self.fixed else self.before
         if after is None or before is None:
             return
@@ -377,15 +375,17 @@ class FeatureSnapshots(MeasuringCallback):
         )
 
     def _cached(self, trainer: Trainer) -> tuple[np.ndarray, list[int]] | None:
-        """Feature extraction already holds every validation feature: no second backbone pass."""
-        cached = getattr(trainer, "_features", {}).get("val")
-        if cached is None:
+        """From the run's cached features or maps: no pass over the images."""
+        feats = trainer.pooled_features("val", self.rows)
+        if feats is None:
             return None
-        return cached[0][self.rows].float().cpu().numpy(), list(range(len(self.items)))
+        return feats.float().cpu().numpy(), list(range(len(self.items)))
 
     def _measure(self, trainer: Trainer, when: str, cancellable: bool) -> tuple[np.ndarray, list[int]] | None:
+        cached = self._cached(trainer)
+        if cached is not None:
+            return cached
         on_batch = self.progress(trainer, f"reading validation features ({when} training)", cancellable)
-
         return pooled_features(
             trainer.model,
             self.items,

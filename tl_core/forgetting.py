@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from .backbones import BackboneInfo, imagenet_classifier
 from .config import TrainConfig
+from .frozen_prefix import Suffix
 from .fsutil import write_atomic
 from .images import ImageProblem, load_rgb, thumbnail
 from .runs import Run
@@ -305,6 +306,27 @@ class Probe:
     inputs: torch.Tensor
     """Preprocessed, on the CPU in float16 (34 MB for 112 images at 224 px), so later passes
     skip decoding and resizing."""
+    maps: torch.Tensor | None = None
+    """The frozen prefix's output for ``inputs`` (``with_prefix_maps``), when the run trains
+    only the top of the network: later passes run just the top."""
+
+
+@torch.no_grad()
+def with_prefix_maps(probe: Probe, suffix: Suffix, device: str = "cpu", channels_last: bool = False) -> Probe:
+    """``probe`` with the frozen prefix run once over its images, in eval mode."""
+    model = suffix.model
+    was_training = model.training
+    model.eval()
+    try:
+        maps = []
+        for start in range(0, len(probe.images), BATCH_SIZE):
+            x = probe.inputs[start : start + BATCH_SIZE].to(device).float()
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            maps.append(suffix.prefix(x))
+    finally:
+        model.train(was_training)
+    return Probe(probe.images, probe.inputs, torch.cat(maps) if maps else None)
 
 
 def load_probe(images: Sequence[ProbeImage], data_config: dict[str, Any]) -> Probe:
@@ -332,9 +354,11 @@ def imagenet_top1(
     device: str = "cpu",
     channels_last: bool = False,
     on_batch: Callable[[int, int], bool] | None = None,
+    suffix: Suffix | None = None,
 ) -> Top1 | None:
     """ImageNet top-1 of each probe image: the backbone's pooled pre-logit features through the
     original classifier ``head``, in eval mode (the model's training mode is restored after).
+    With ``suffix`` and ``probe.maps``, only the top of the network runs, on the maps.
 
     ``on_batch(done, total)`` returning ``True`` cancels (``None`` is returned).
     """
@@ -345,10 +369,13 @@ def imagenet_top1(
     total = -(-len(probe.images) // BATCH_SIZE)
     try:
         for done, start in enumerate(range(0, len(probe.images), BATCH_SIZE), 1):
-            x = probe.inputs[start : start + BATCH_SIZE].to(device).float()
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            features = model.forward_head(model.forward_features(x), pre_logits=True)
+            if suffix is not None and probe.maps is not None:
+                features = suffix.pooled(probe.maps[start : start + BATCH_SIZE])
+            else:
+                x = probe.inputs[start : start + BATCH_SIZE].to(device).float()
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                features = model.forward_head(model.forward_features(x), pre_logits=True)
             p, idx = nn.functional.linear(features.float(), weight, bias).softmax(-1).max(-1)
             names = [im.name for im in probe.images[start : start + BATCH_SIZE]]
             out |= {n: (int(i), float(q)) for n, i, q in zip(names, idx.tolist(), p.tolist(), strict=True)}
@@ -451,6 +478,7 @@ class ForgettingMeter(MeasuringCallback):
         self.before: Top1 | None = None
         self.statistics: dict[str, torch.Tensor] = {}
         self.untouched = False
+        self.suffix: Suffix | None = None
 
     def reset(self) -> None:
         self.head = self.before = self.probe = None
@@ -470,6 +498,13 @@ class ForgettingMeter(MeasuringCallback):
             return
         images = probe_images(trainer.dataset.items["val"])
         self.probe = load_probe(images, probe_data_config(trainer.data_config, trainer.model))
+        self.suffix = (
+            trainer.inputs.net if trainer.inputs and isinstance(trainer.inputs.net, Suffix) else None
+        )
+        if self.suffix is not None:  # the bottom never changes: run it once
+            self.probe = with_prefix_maps(
+                self.probe, self.suffix, trainer.device.device, trainer.device.channels_last
+            )
         self.statistics = batchnorm_statistics(trainer.model)
         self.before = self._measure(trainer, "before training", cancellable=True)
 
@@ -495,6 +530,7 @@ class ForgettingMeter(MeasuringCallback):
             trainer.device.device,
             trainer.device.channels_last,
             on_batch,
+            self.suffix,
         )
 
 

@@ -109,9 +109,23 @@ class Suffix(nn.Module):
     def __init__(self, model: nn.Module, split: Split):
         super().__init__()
         self.model = model
+        self.split = split
         self.rest = [m for _, m in split.chain[split.start :]]
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen bottom: what is run once and cached."""
+        for module in self.split.prefix:
+            x = module(x)
+        return x
+
+    def forward_features(self, maps: torch.Tensor) -> torch.Tensor:
         for module in self.rest:
             maps = module(maps)
-        return self.model.forward_head(maps)
+        return maps
+
+    def pooled(self, maps: torch.Tensor) -> torch.Tensor:
+        """What the classifier sees (pre-logits), as ``forward_head(..., pre_logits=True)``."""
+        return self.model.forward_head(self.forward_features(maps), pre_logits=True)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.forward_features(maps))

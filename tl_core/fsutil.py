@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +61,26 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return default
+
+
+def size_on_disk(path: Path) -> int:
+    """A file's size, or the total of a folder's files."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def prune_lru(entries: Iterable[Path], max_bytes: int, keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used ``entries`` (files or folders, by modification time)
+    until they fit in ``max_bytes``; ``keep`` (one about to be read) stays whatever its size."""
+    entries = sorted((e for e in entries if e != keep), key=lambda e: e.stat().st_mtime, reverse=True)
+    total, removed = size_on_disk(keep) if keep is not None else 0, []
+    for entry in entries:
+        total += size_on_disk(entry)
+        if total > max_bytes:
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed

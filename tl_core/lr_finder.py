@@ -431,7 +431,8 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
     scaler = None
     if cached:
         set_trainable(model, groups, [HEAD])
-        x, y = trainer.extract_features("train")
+        features = trainer.extract_features("train")
+        x, y = features if features is not None else (torch.zeros(0), torch.zeros(0))
         head = model.get_submodule(classifier_name(model))
         head.train()
         optimizer = torch.optim.AdamW(head.parameters(), lr=base_lr, weight_decay=cfg.weight_decay)
@@ -448,12 +449,12 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
         optimizer = torch.optim.AdamW(optimizer_param_groups(model, groups, phase.lrs, cfg.weight_decay))
         for pg in optimizer.param_groups:
             pg["lr_ratio"] = pg["lr"] / base_lr
-        batches = _cycle(trainer._loader("train", training=True))
+        batches = _cycle(trainer.loader("train", training=True))
         scaler = torch.amp.GradScaler(enabled=device.amp_dtype == torch.float16)
 
         def loss_of(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            xb, yb = trainer._to_device(xb), yb.to(device.device, non_blocking=True)
-            with trainer._autocast():
+            xb, yb = trainer.to_device(xb), yb.to(device.device, non_blocking=True)
+            with trainer.autocast():
                 logits = model(xb)
             return trainer.criterion(logits.float(), yb)
 
@@ -475,7 +476,7 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
             )
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
-            raise TrainingFailed(trainer._oom_message("GPU")) from exc
+            raise TrainingFailed(trainer.oom_message("GPU")) from exc
     status = RunStatus.STOPPED if curve.ended == "stopped" else RunStatus.COMPLETED
     if status == RunStatus.COMPLETED:
         suggestion = suggest(curve.lrs, curve.smoothed)

@@ -53,7 +53,10 @@ class JobProgress(Callback):
     def on_phase_start(self, trainer: Trainer, phase: Any) -> None:
         self.reporter.update(stage="training", phase=phase.name)
 
-    def on_batch_end(self, trainer: Trainer) -> None:
+    def on_train_batch_end(self, trainer: Trainer) -> None:
+        self._tick(trainer)
+
+    def on_validation_batch_end(self, trainer: Trainer) -> None:
         self._tick(trainer)
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:

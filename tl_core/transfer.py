@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .data import Dataset
 from .errors import DatasetError
-from .fsutil import build_dir_atomically, write_atomic
+from .fsutil import build_dir_atomically, prune_lru, write_atomic
 from .paths import studio_home
 from .runs import Run
 
@@ -79,26 +78,12 @@ def cached_data(key: str, cache: Path | None = None) -> Path | None:
     return folder
 
 
-def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def prune_data_cache(keep: Path, cache: Path | None = None, max_bytes: int = DATA_CACHE_BYTES) -> list[Path]:
     """Remove the least recently used datasets until the cache fits in ``max_bytes``; ``keep``
     (the one a job is about to read) stays whatever its size."""
     root = cache or data_cache()
-    folders = sorted(
-        (f for f in root.iterdir() if f.is_dir() and not f.name.startswith(".") and f != keep),
-        key=lambda f: f.stat().st_mtime,
-        reverse=True,
-    )
-    total, removed = _size(keep), []
-    for folder in folders:
-        total += _size(folder)
-        if total > max_bytes:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
+    folders = (f for f in root.iterdir() if f.is_dir() and not f.name.startswith("."))
+    return prune_lru(folders, max_bytes, keep=keep)
 
 
 def unpack_data(pack: DataPack, cache: Path | None = None) -> Path:

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from PIL import Image, ImageOps
 from timm.data import create_transform
+from torch.utils.data import TensorDataset
 
 # ---- the plan ----------------------------------------------------------------------------------
 BACKBONE = __BACKBONE__  # timm architecture
@@ -285,24 +286,30 @@ def features(model, loader, device):
 
 
 def train_head_on_features(model, data, criterion, device, best):
-    """Frozen backbone, no augmentation: compute features once, then train only the head."""
+    """Frozen backbone, no augmentation: compute features once, then train only the head on them."""
     tf = make_transform(None)
     tx, ty = features(model, loader(data, SPLIT["train"], tf, shuffle=False), device)
     vx, vy = features(model, loader(data, SPLIT["val"], tf, shuffle=False), device)
     head = model.get_submodule(CLASSIFIER)
+    groups = group_of(model)
     gen = torch.Generator().manual_seed(SEED)
-    epoch, steps = 0, math.ceil(len(ty) / BATCH_SIZE)
+    train_dl = torch.utils.data.DataLoader(TensorDataset(tx, ty), BATCH_SIZE, shuffle=True, generator=gen)
+    val_dl = torch.utils.data.DataLoader(TensorDataset(vx, vy), BATCH_SIZE)
+    epoch = 0
     for phase in PHASES:
-        opt = torch.optim.AdamW(head.parameters(), lr=phase["lr"]["head"], weight_decay=WEIGHT_DECAY)
-        sched = schedule(opt, phase["epochs"] * steps, steps)
+        for name, p in model.named_parameters():
+            p.requires_grad_(groups[name] in phase["lr"])
+        opt = torch.optim.AdamW(param_groups(model, groups, phase["lr"]))
+        steps = phase["epochs"] * len(train_dl)
+        sched = schedule(opt, steps, min(len(train_dl), steps // 5))
         best.bad = 0
         for _ in range(phase["epochs"]):
             if best.patience_ran_out():
                 break
             epoch += 1
             head.train()
-            for idx in torch.randperm(len(ty), generator=gen).to(ty.device).split(BATCH_SIZE):
-                loss = criterion(head(tx[idx]), ty[idx])
+            for x, y in train_dl:
+                loss = criterion(head(x), y)
                 if not torch.isfinite(loss):
                     raise SystemExit(f"the loss became {loss.item()}: lower the learning rate in PHASES")
                 opt.zero_grad(set_to_none=True)
@@ -310,10 +317,13 @@ def train_head_on_features(model, data, criterion, device, best):
                 opt.step()
                 sched.step()
             head.eval()
+            val_loss = correct = 0
             with torch.no_grad():
-                logits = head(vx)
-                val_loss = nn.functional.cross_entropy(logits, vy).item()
-                val_acc = (logits.argmax(1) == vy).float().mean().item()
+                for x, y in val_dl:
+                    logits = head(x)
+                    val_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+                    correct += (logits.argmax(1) == y).sum().item()
+            val_loss, val_acc = val_loss / len(vy), correct / len(vy)
             print(f"epoch {epoch} [{phase['name']}] val loss {val_loss:.4f} acc {val_acc:.4f}")
             best.update(model, epoch, val_loss, val_acc)
 

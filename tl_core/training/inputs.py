@@ -1,0 +1,218 @@
+"""What the loop trains on, chosen once per run, cheapest first.
+
+- Only the head trains: the backbone's pooled features, computed once (``feature_cache``).
+- The bottom of the network never trains and nothing is augmented: the frozen prefix's maps,
+  computed once; the top trains on them (``frozen_prefix``).
+- Otherwise images, decoded once and kept in memory when they fit (``image_dataset``), so an
+  augmented epoch only augments.
+
+None of these changes what is computed: the same layers see the same inputs in the same
+batches (tests compare the trained weights with the plain path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from .. import bn_folding, frozen_prefix
+from ..backbones import classifier_name
+from ..freezing import HEAD, bn_param_names, set_trainable
+from ..frozen_prefix import Split, Suffix
+from ..image_dataset import DECODED_CACHE_BYTES, ImageDataset, TensorBatches, decode_all
+from ..preprocessing import eval_transform, train_transform
+from .loop import Inputs
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+HEAD_BATCH_COST = 0.01
+"""A batch on cached features costs ~1% of a backbone batch; used for progress and ETA."""
+
+
+def _batches(trainer: Trainer, split: str) -> int:
+    return -(-len(trainer.dataset.items[split]) // trainer.cfg.batch_size)
+
+
+def image_loader(trainer: Trainer, split: str, training: bool) -> DataLoader:
+    cfg, data_config = trainer.cfg, trainer.data_config
+    transform = train_transform(data_config, cfg.augment) if training else eval_transform(data_config)
+    size = data_config["input_size"][-1]
+    dataset = ImageDataset(trainer.dataset.items[split], transform, size, trainer.decoded.get(split))
+    workers = trainer.workers
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=training,
+        num_workers=workers,
+        pin_memory=trainer.device.pin_memory,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        persistent_workers=workers > 0,
+    )
+
+
+def tensor_loader(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
+    """Batches of cached tensors in exactly the order the image loader gives the images."""
+    return DataLoader(
+        TensorBatches(x, y),
+        batch_size=trainer.cfg.batch_size,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(trainer.cfg.seed),
+        collate_fn=TensorBatches.collate,
+    )
+
+
+def choose(trainer: Trainer) -> Inputs | None:
+    """The cheapest inputs for the run; None if the user stopped while they were prepared."""
+    if trainer.cfg.uses_feature_cache:
+        return _features(trainer)
+    split = frozen_split(trainer)
+    if split is not None:
+        maps = _maps(trainer, split)
+        if maps is not None or trainer.should_stop:
+            return maps
+    return _images(trainer)
+
+
+def _features(trainer: Trainer) -> Inputs | None:
+    n = _batches(trainer, "train") + _batches(trainer, "val")
+    trainer.units_total = n + trainer.epochs_total * n * HEAD_BATCH_COST
+    set_trainable(trainer.model, trainer.groups, [HEAD])
+    cached = {}
+    for split in ("train", "val"):
+        out = trainer.extract_features(split)
+        if out is None:
+            return None
+        cached[split] = out
+    head = trainer.model.get_submodule(classifier_name(trainer.model))
+    return Inputs(
+        "features",
+        head,
+        tensor_loader(trainer, *cached["train"], shuffle=True),
+        tensor_loader(trainer, *cached["val"], shuffle=False),
+        cost=HEAD_BATCH_COST,
+        autocast=False,
+        cached=cached,
+    )
+
+
+def frozen_split(trainer: Trainer) -> Split | None:
+    """The bottom of the network that no phase trains, when the images are fixed (no
+    augmentation) so that its output is too: run once instead of every epoch."""
+    if trainer.cfg.augment != "none" or not trainer.reuse_frozen_prefix:
+        return None
+    model = trainer.model
+    trainable = {n for p in trainer.phases for g in trainer.groups if g.name in p.lrs for n in g.params}
+    if trainer.cfg.train_bn:
+        trainable |= bn_param_names(model)
+    with trainer.autocast():
+        return frozen_prefix.find(model, trainable, sample(trainer))
+
+
+def sample(trainer: Trainer) -> torch.Tensor:
+    """Two training images as the network sees them, on the device, to check a shortcut on."""
+    probe = ImageDataset(
+        trainer.dataset.items["train"][:2],
+        eval_transform(trainer.data_config),
+        trainer.data_config["input_size"][-1],
+    )  # not the train loader: drawing from it would change its shuffling
+    return trainer.to_device(torch.stack([probe[i][0] for i in range(len(probe))]))
+
+
+def frozen_forward(trainer: Trainer, module: nn.Module) -> nn.Module:
+    """``module`` (never trained in this run) with its batch norms folded when that checks out
+    (``bn_folding``), for the passes that run it once over every image."""
+    if not trainer.fold_batchnorm:
+        return module
+    with trainer.autocast():
+        return bn_folding.folded(module, sample(trainer)) or module
+
+
+def _maps(trainer: Trainer, split: Split) -> Inputs | None:
+    n = _batches(trainer, "train") + _batches(trainer, "val")
+    trainer.units_total = n + trainer.epochs_total * n
+
+    suffix = Suffix(trainer.model, split)
+    prefix = frozen_forward(trainer, nn.Sequential(*split.prefix))
+    cached = {}
+    for name in ("train", "val"):
+        out = trainer.cache.outputs(
+            trainer, f"feature maps below {split.boundary}", name, prefix, frozen_prefix.MAX_MAP_BYTES
+        )
+        if out is None:
+            return None
+        cached[name] = out
+    return Inputs(
+        "maps",
+        suffix,
+        tensor_loader(trainer, *cached["train"], shuffle=True),
+        tensor_loader(trainer, *cached["val"], shuffle=False),
+        cached=cached,
+    )
+
+
+def _images(trainer: Trainer) -> Inputs | None:
+    n = _batches(trainer, "train") + _batches(trainer, "val")
+    trainer.units_total = trainer.epochs_total * n
+    if trainer.keep_decoded and trainer.epochs_total > 1:
+        trainer.units_total += n
+        budget = DECODED_CACHE_BYTES
+        for split in ("train", "val"):
+            on_batch = _decoding_progress(trainer, split)
+            decoded = decode_all(
+                trainer.dataset.items[split],
+                trainer.data_config["input_size"][-1],
+                trainer.workers,
+                budget,
+                on_batch,
+            )
+            if trainer.should_stop:
+                return None
+            if decoded is None:  # too big to keep: decode every epoch
+                trainer.decoded.clear()
+                break
+            trainer.decoded[split] = decoded
+            budget -= sum(a.nbytes for a in decoded)
+    return Inputs(
+        "images", trainer.model, trainer.loader("train", training=True), trainer.loader("val", training=False)
+    )
+
+
+def _decoding_progress(trainer: Trainer, split: str):  # noqa: ANN202
+    total_batches = _batches(trainer, split)
+    start = trainer.units_done
+
+    def on_batch(done: int, total: int) -> bool:
+        trainer.units_done = start + total_batches * done / total
+        if done % trainer.cfg.batch_size == 0 or done == total:
+            trainer.fire("on_stage", f"decoding {split} images (once, kept in memory)", done, total)
+        return trainer.should_stop
+
+    return on_batch
+
+
+@torch.no_grad()
+def pooled_features(trainer: Trainer, split: str, rows: Sequence[int]) -> torch.Tensor | None:
+    """Pooled features of ``rows`` of ``split``, as the model is now, from the cached inputs
+    (a slice of the cached features, or the trainable top run on the cached maps)."""
+    inputs = trainer.inputs
+    if inputs is None or split not in inputs.cached:
+        return None
+    x = inputs.cached[split][0][torch.as_tensor(list(rows), device=inputs.cached[split][0].device)]
+    if inputs.kind == "features":
+        return x.float()
+    assert isinstance(inputs.net, Suffix)
+    was_training = trainer.model.training
+    trainer.model.eval()
+    try:
+        out = []
+        for chunk in x.split(trainer.cfg.batch_size):
+            with trainer.autocast():
+                out.append(inputs.net.pooled(chunk).float())
+        return torch.cat(out) if out else x.new_zeros(0, trainer.model.num_features)
+    finally:
+        trainer.model.train(was_training)
