@@ -47,7 +47,9 @@ def test_throughput_times_the_data_path_and_synthetic_tensors(studio_home: Path)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["model"] == TINY_MODEL and result["device"] == "cpu" and result["data"] == "generated photos"
+    assert (
+        result["model"] == TINY_MODEL and result["device"] == "cpu" and result["data"] == "generated photos"
+    )
     assert result["images"] >= 40 and result["batch_size"] == 8
     assert result["real_img_s"] > 0 and result["synthetic_img_s"] > 0
     assert result["ratio"] == result["real_img_s"] / result["synthetic_img_s"]

@@ -312,20 +312,21 @@ class Probe:
 
 
 @torch.no_grad()
-def with_prefix_maps(probe: Probe, suffix: Suffix, device: str = "cpu", channels_last: bool = False) -> Probe:
-    """``probe`` with the frozen prefix run once over its images, in eval mode."""
-    model = suffix.model
-    was_training = model.training
-    model.eval()
+def with_prefix_maps(
+    probe: Probe, prefix: nn.Module, device: str = "cpu", channels_last: bool = False
+) -> Probe:
+    """``probe`` with the frozen ``prefix`` run once over its images (in eval mode)."""
+    was_training = prefix.training
+    prefix.eval()
     try:
         maps = []
         for start in range(0, len(probe.images), BATCH_SIZE):
             x = probe.inputs[start : start + BATCH_SIZE].to(device).float()
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            maps.append(suffix.prefix(x))
+            maps.append(prefix(x))
     finally:
-        model.train(was_training)
+        prefix.train(was_training)
     return Probe(probe.images, probe.inputs, torch.cat(maps) if maps else None)
 
 
@@ -498,12 +499,11 @@ class ForgettingMeter(MeasuringCallback):
             return
         images = probe_images(trainer.dataset.items["val"])
         self.probe = load_probe(images, probe_data_config(trainer.data_config, trainer.model))
-        self.suffix = (
-            trainer.inputs.net if trainer.inputs and isinstance(trainer.inputs.net, Suffix) else None
-        )
-        if self.suffix is not None:  # the bottom never changes: run it once
+        inputs = trainer.inputs
+        if inputs is not None and inputs.prefix is not None and isinstance(inputs.net, Suffix):
+            self.suffix = inputs.net  # the bottom never changes: run it once
             self.probe = with_prefix_maps(
-                self.probe, self.suffix, trainer.device.device, trainer.device.channels_last
+                self.probe, inputs.prefix, trainer.device.device, trainer.device.channels_last
             )
         self.statistics = batchnorm_statistics(trainer.model)
         self.before = self._measure(trainer, "before training", cancellable=True)

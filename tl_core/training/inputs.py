@@ -152,6 +152,7 @@ def _maps(trainer: Trainer, split: Split) -> Inputs | None:
         tensor_loader(trainer, *cached["train"], shuffle=True),
         tensor_loader(trainer, *cached["val"], shuffle=False),
         cached=cached,
+        prefix=prefix,
     )
 
 

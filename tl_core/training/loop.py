@@ -44,6 +44,8 @@ class Inputs:
     """Features are float32 and the head is tiny: it trains in full precision."""
     cached: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     """The cached tensors per split, for ``predict`` and the measuring callbacks."""
+    prefix: nn.Module | None = None
+    """For ``maps``: the frozen prefix as it was run (batch norm folded), for other images."""
 
 
 def scheduler(
