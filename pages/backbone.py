@@ -7,7 +7,7 @@ import ui
 from tl_core.advisor import recommend_backbone
 from tl_core.backbones import list_backbones, weights_status
 from tl_core.devices import detect_device
-from tl_core.estimates import estimate_epoch
+from tl_core.estimates import estimate_epoch, frozen_share
 
 ui.sidebar()
 ui.require_workspace()
@@ -24,21 +24,16 @@ rate = ui.device_rate()
 recommended, why = recommend_backbone(specs, ready, device.device == "cuda")
 
 rows = []
+size = cfg.image_size or p.suggested_image_size
 for s in specs:
-    est = estimate_epoch(
-        s,
-        p.n_train,
-        p.n_val,
-        cfg.image_size or p.suggested_image_size,
-        cfg.strategy,
-        cfg.uses_feature_cache,
-        rate,
-    )
-    timing = (
-        f"≈{est.first_epoch_s:.0f} s once, then <1 s"
-        if cfg.uses_feature_cache
-        else f"≈{est.later_epoch_s:.0f} s"
-    )
+    frozen = frozen_share(s.name, size, cfg)
+    est = estimate_epoch(s, p.n_train, p.n_val, size, cfg.strategy, cfg.uses_feature_cache, rate, frozen)
+    if cfg.uses_feature_cache:
+        timing = f"≈{est.first_epoch_s:.0f} s once, then <1 s"
+    elif frozen:
+        timing = f"≈{est.first_epoch_s:.0f} s, then ≈{est.later_epoch_s:.0f} s"
+    else:
+        timing = f"≈{est.later_epoch_s:.0f} s"
     rows.append(
         {
             "": "⭐" if s.name == recommended else "",

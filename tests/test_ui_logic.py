@@ -91,6 +91,25 @@ def test_estimates_scale_with_compute() -> None:
     )
     half = estimate_epoch(lite, 800, 200, 112, "fine-tune-all", False, rate=10.0)
     assert half.later_epoch_s == pytest.approx(ft.later_epoch_s / 4)
+    # A frozen bottom runs once: the first epoch pays for it, later ones only for the top.
+    top = estimate_epoch(lite, 800, 200, None, "fine-tune-top", False, rate=10.0, frozen=0.6)
+    assert top.later_epoch_s == pytest.approx(0.4 * ft.later_epoch_s)
+    assert top.first_epoch_s == pytest.approx(top.later_epoch_s + 0.6 * 0.4 * 1000 / 10)
+
+
+def test_the_frozen_share_is_counted_only_where_the_engine_runs_the_bottom_once() -> None:
+    from tl_core.config import TrainConfig
+    from tl_core.estimates import frozen_share
+
+    top = TrainConfig(strategy="fine-tune-top", augment="none")
+    share = frozen_share("efficientnet_lite0", 224, top)
+    assert 0.5 < share < 0.8  # the top two of seven stages are the cheap, low-resolution end
+    assert frozen_share("efficientnet_lite0", 224, TrainConfig(strategy="gradual", augment="none")) < share
+    assert (
+        frozen_share("efficientnet_lite0", 224, TrainConfig(strategy="fine-tune-top", augment="light")) == 0
+    )
+    assert frozen_share("efficientnet_lite0", 224, TrainConfig(strategy="fine-tune-all", augment="none")) == 0
+    assert frozen_share("vit_small_patch16_224", 224, top) == 0  # not a chain of modules
 
 
 def test_chart_builders() -> None:

@@ -8,10 +8,12 @@ of images. Good to a factor of about two, which is what choosing a backbone need
 from __future__ import annotations
 
 import functools
+import json
 import time
 from dataclasses import dataclass
 
 from .backbones import BackboneSpec
+from .config import TrainConfig
 from .devices import detect_device
 
 _TRAIN_COST = 3.0
@@ -45,8 +47,59 @@ def device_gmacs_per_second(device: str = "auto") -> float:
 @dataclass
 class EpochEstimate:
     first_epoch_s: float
-    """Includes computing cached features, for feature extraction."""
+    """Includes computing cached features or frozen-prefix maps, once."""
     later_epoch_s: float
+
+
+def frozen_share(name: str, image_size: int, cfg: TrainConfig) -> float:
+    """The share of a forward pass below the lowest layer ``cfg`` ever trains: what a fine-tune
+    without augmentation runs once (``frozen_prefix``). 0 when the engine would not take that
+    path (augmentation, feature extraction, a network that is not a chain of modules)."""
+    if cfg.uses_feature_cache or cfg.augment != "none" or not cfg.spec.pretrained:
+        return 0.0
+    plan = {k: getattr(cfg, k) for k in ("strategy", "unfreeze", "unfreeze_top", "train_bn", "group_lrs")}
+    return _frozen_share(name, image_size, json.dumps(plan, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _frozen_share(name: str, image_size: int, plan: str) -> float:
+    """Counted by torch's FLOP counter on a meta-device model: no weights, no arithmetic."""
+    import timm
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .freezing import bn_param_names, layer_groups
+    from .frozen_prefix import candidates
+    from .strategies import plan_phases
+
+    with torch.device("meta"):
+        model = timm.create_model(name, num_classes=2)
+    groups = layer_groups(model)
+    cfg = TrainConfig(backbone=name, **json.loads(plan))
+    trainable = {
+        n for p in plan_phases(cfg.resolved(), groups) for g in groups if g.name in p.lrs for n in g.params
+    }
+    if cfg.train_bn:
+        trainable |= bn_param_names(model)
+    x = torch.empty(1, 3, image_size, image_size, device="meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)  # through __call__, so the counter names modules from the root
+    flops = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    with torch.no_grad():
+        expected, out = model.forward_features(x).shape, x
+        chain = candidates(model)
+        for _, module in chain:  # shapes only (meta): a ViT adds position embeddings in between
+            out = module(out)
+            if out.shape == expected:
+                break
+        else:
+            return 0.0
+    below = 0
+    for child, module in chain:
+        if any(f"{child}.{p}" in trainable for p, _ in module.named_parameters()):
+            return below / flops["Global"] if flops.get("Global") else 0.0
+        below += flops.get(f"{type(model).__name__}.{child}", 0)
+    return 0.0  # nothing trains below the head: that is feature extraction
 
 
 def estimate_epoch(
@@ -57,13 +110,15 @@ def estimate_epoch(
     strategy: str,
     cached: bool,
     rate: float,
+    frozen: float = 0.0,
 ) -> EpochEstimate:
-    """Seconds per epoch for ``spec``; ``cached`` means feature extraction on the feature cache."""
+    """Seconds per epoch for ``spec``; ``cached`` means feature extraction on the feature cache,
+    ``frozen`` the share of the network run once (``frozen_share``)."""
     size = image_size or spec.input_size
     per_image = spec.gmacs * (size / spec.input_size) ** 2 / rate
     forward_all = per_image * (n_train + n_val)
     if cached:
         return EpochEstimate(first_epoch_s=forward_all, later_epoch_s=0.05)
     cost = 1.0 if strategy == "feature-extraction" else _TRAIN_COST  # frozen: no backbone backward
-    epoch = per_image * (n_train * cost + n_val)
-    return EpochEstimate(first_epoch_s=epoch, later_epoch_s=epoch)
+    top = per_image * (1 - frozen) * (n_train * cost + n_val)
+    return EpochEstimate(first_epoch_s=forward_all * frozen + top, later_epoch_s=top)

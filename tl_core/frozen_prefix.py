@@ -37,7 +37,7 @@ class Split:
         return self.chain[self.start][0] if self.start < len(self.chain) else "the head"
 
 
-def _candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Top-level modules in order, with ``Sequential`` containers (blocks, stages) opened up."""
     out: list[tuple[str, nn.Module]] = []
     for name, child in model.named_children():
@@ -57,7 +57,7 @@ def feature_chain(model: nn.Module, sample: torch.Tensor) -> list[tuple[str, nn.
     try:
         expected = model.forward_features(sample)
         x, chain = sample, []
-        for name, module in _candidates(model):
+        for name, module in candidates(model):
             x = module(x)
             chain.append((name, module))
             if x.shape == expected.shape and torch.allclose(x, expected, rtol=1e-4, atol=1e-5):

@@ -100,6 +100,19 @@ def _features(trainer: Trainer) -> Inputs | None:
     )
 
 
+def features(trainer: Trainer, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Pooled pre-logit features of ``split`` (what the classifier sees), on the device, from a
+    batch-norm-folded copy of the (frozen) model; None if the user stopped."""
+    if trainer.frozen_model is None:
+        trainer.frozen_model = frozen_forward(trainer, trainer.model)
+    net = trainer.frozen_model
+
+    def pooled(x: torch.Tensor) -> torch.Tensor:
+        return net.forward_head(net.forward_features(x), pre_logits=True).float()
+
+    return trainer.cache.outputs(trainer, "features", split, pooled)
+
+
 def frozen_split(trainer: Trainer) -> Split | None:
     """The bottom of the network that no phase trains, when the images are fixed (no
     augmentation) so that its output is too: run once instead of every epoch."""

@@ -8,6 +8,7 @@ steps, since each read waits for a GPU to finish.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import TrainingFailed
+from ..freezing import frozen_bn_modules, optimizer_param_groups, set_trainable
+from ..strategies import Phase
+from .records import EpochRecord
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -127,3 +131,33 @@ def evaluate(trainer: Trainer, inputs: Inputs) -> tuple[float, float] | None:
             return None
     n = max(seen, 1)
     return total.item() / n, correct.item() / n
+
+
+def train_phase(trainer: Trainer, phase: Phase, inputs: Inputs) -> None:
+    """A phase's epochs: its layers unfrozen, a fresh AdamW with an LR per layer group, warm-up
+    then cosine; ends early on a stop or an early-stopping request."""
+    model, groups, cfg = trainer.model, trainer.groups, trainer.cfg
+    set_trainable(model, groups, phase.trainable, cfg.train_bn)
+    frozen_bn = [] if cfg.train_bn else frozen_bn_modules(model, groups, phase.trainable)
+    optimizer = torch.optim.AdamW(optimizer_param_groups(model, groups, phase.lrs, cfg.weight_decay))
+    n = len(inputs.train)  # type: ignore[arg-type]
+    schedule = scheduler(optimizer, phase.epochs * n, warmup_steps=min(n, phase.epochs * n // 5))
+    scaler = torch.amp.GradScaler(enabled=trainer.device.amp_dtype == torch.float16 and inputs.autocast)
+    for _ in range(phase.epochs):
+        if trainer.should_stop or trainer.phase_ended:
+            return
+        trainer.epoch += 1
+        t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        model.train()
+        for m in frozen_bn:  # frozen layers keep their running statistics
+            m.eval()
+        trained = train_epoch(trainer, inputs, optimizer, schedule, scaler)
+        validated = evaluate(trainer, inputs) if trained is not None else None
+        if validated is None:
+            return
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        record = EpochRecord(
+            trainer.epoch, phase.name, *trained, *validated, lr, time.perf_counter() - t0, trainable
+        )
+        trainer.history.append(record)
+        trainer.fire("on_epoch_end", record)

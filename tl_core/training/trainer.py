@@ -17,13 +17,13 @@ from ..config import TrainConfig
 from ..data import Dataset
 from ..devices import DeviceSetup
 from ..errors import TrainingFailed
-from ..freezing import LayerGroup, frozen_bn_modules, optimizer_param_groups, report, set_trainable
+from ..freezing import LayerGroup, report
 from ..runs import RunStatus
 from ..strategies import Phase, plan_phases
 from . import inputs as make_inputs
 from .callbacks import Callback
 from .feature_cache import FeatureCache
-from .loop import NAN_CHECK_STEPS, Inputs, evaluate, scheduler, train_epoch
+from .loop import NAN_CHECK_STEPS, Inputs, train_phase
 from .recipe import class_weights, default_workers
 from .records import EpochRecord, TrainResult
 
@@ -60,7 +60,7 @@ class Trainer:
         self.data_config, self.device = data_config, device
         self.callbacks = list(callbacks)
         self.phases = plan_phases(self.cfg, groups)
-        self.should_stop, self.stop_reason, self._end_phase = False, RunStatus.COMPLETED, False
+        self.should_stop, self.stop_reason, self.phase_ended = False, RunStatus.COMPLETED, False
         self.epoch, self.phase = 0, None
         self.units_done, self.units_total = 0.0, 1.0
         self.history: list[EpochRecord] = []
@@ -72,7 +72,8 @@ class Trainer:
         to compare with the full path."""
         self.fold_batchnorm = True
         """Fold batch norms into convolutions for the passes over never-trained layers."""
-        self._frozen: nn.Module | None = None
+        self.frozen_model: nn.Module | None = None
+        """The model with batch norm folded, for feature extraction's one pass (``inputs``)."""
         self.keep_decoded = True
         """Decode each image once when training on images for more than an epoch (if they fit)."""
         self.decoded: dict[str, Any] = {}
@@ -91,7 +92,7 @@ class Trainer:
 
     def end_phase_early(self) -> None:
         """Early stopping: move on to the next phase, or finish if this was the last."""
-        self._end_phase = True
+        self.phase_ended = True
         if self.phase is self.phases[-1]:
             self.request_stop(RunStatus.EARLY_STOPPED)
 
@@ -131,14 +132,7 @@ class Trainer:
     def extract_features(self, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Pooled pre-logit features of ``split`` (what the classifier sees), on the device; None
         if the user stopped."""
-        if self._frozen is None:
-            self._frozen = make_inputs.frozen_forward(self, self.model)
-        net = self._frozen
-
-        def pooled(x: torch.Tensor) -> torch.Tensor:
-            return net.forward_head(net.forward_features(x), pre_logits=True).float()
-
-        return self.cache.outputs(self, "features", split, pooled)
+        return make_inputs.features(self, split)
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -152,7 +146,7 @@ class Trainer:
             if self.inputs is not None and not self.should_stop:
                 self.fire("on_train_start")
                 for phase in self._phases():
-                    self._train_phase(phase, self.inputs)
+                    train_phase(self, phase, self.inputs)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise TrainingFailed(self.oom_message("GPU")) from exc
@@ -176,37 +170,9 @@ class Trainer:
         for phase in self.phases:
             if self.should_stop:
                 return
-            self.phase, self._end_phase = phase, False
+            self.phase, self.phase_ended = phase, False
             self.fire("on_phase_start", phase)
             yield phase
-
-    def _train_phase(self, phase: Phase, inputs: Inputs) -> None:
-        set_trainable(self.model, self.groups, phase.trainable, self.cfg.train_bn)
-        frozen_bn = [] if self.cfg.train_bn else frozen_bn_modules(self.model, self.groups, phase.trainable)
-        optimizer = torch.optim.AdamW(
-            optimizer_param_groups(self.model, self.groups, phase.lrs, self.cfg.weight_decay)
-        )
-        steps = phase.epochs * len(inputs.train)  # type: ignore[arg-type]
-        schedule = scheduler(optimizer, steps, warmup_steps=min(len(inputs.train), steps // 5))  # type: ignore[arg-type]
-        scaler = torch.amp.GradScaler(enabled=self.device.amp_dtype == torch.float16 and inputs.autocast)
-        for _ in range(phase.epochs):
-            if self.should_stop or self._end_phase:
-                return
-            self.epoch += 1
-            t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-            self.model.train()
-            for m in frozen_bn:
-                m.eval()
-            trained = train_epoch(self, inputs, optimizer, schedule, scaler)
-            validated = evaluate(self, inputs) if trained is not None else None
-            if validated is None:
-                return
-            record = EpochRecord(
-                self.epoch, phase.name, *trained, *validated, lr, time.perf_counter() - t0,
-                sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-            )  # fmt: skip
-            self.history.append(record)
-            self.fire("on_epoch_end", record)
 
     # -- after training ---------------------------------------------------------------------------
     @torch.no_grad()
