@@ -314,12 +314,18 @@ def test_decoded_images_are_the_decoders_own_pixels(color_folders: Path, tmp_pat
     assert decode_all(items, draft_size=64, max_bytes=1000) is None  # too big to keep: none
 
 
-def test_augmented_training_from_decoded_images_is_the_same_training(color_folders: Path) -> None:
-    """Decoding once and augmenting from memory changes nothing but the time."""
+@pytest.mark.parametrize("workers", [0, 1])
+def test_augmented_training_from_decoded_images_is_the_same_training(
+    color_folders: Path, workers: int
+) -> None:
+    """Decoding once and augmenting from memory changes nothing but the time, also with the
+    data workers a GPU run uses (they get the decoded arrays when they start)."""
     results = {}
     for keep in (True, False):
         rec = Recorder()
-        trainer = make_trainer(color_folders, [rec], strategy="fine-tune-all", epochs=2, augment="light")
+        trainer = make_trainer(
+            color_folders, [rec], strategy="fine-tune-all", epochs=2, augment="light", workers=workers
+        )
         trainer.keep_decoded = keep
         results[keep] = trainer.fit(), trainer.model.state_dict(), rec.events, trainer.inputs
     (kept, kept_w, kept_events, kept_inputs), (plain, plain_w, plain_events, _) = (
