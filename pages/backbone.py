@@ -26,7 +26,7 @@ recommended, why = recommend_backbone(specs, ready, device.device == "cuda")
 rows = []
 size = cfg.image_size or p.suggested_image_size
 for s in specs:
-    frozen = frozen_share(s.name, size, cfg)
+    frozen = frozen_share(s.name, size or s.input_size, cfg)
     est = estimate_epoch(s, p.n_train, p.n_val, size, cfg.strategy, cfg.uses_feature_cache, rate, frozen)
     if cfg.uses_feature_cache:
         timing = f"≈{est.first_epoch_s:.0f} s once, then <1 s"

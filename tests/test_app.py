@@ -190,6 +190,21 @@ def test_backbone_page() -> None:
     assert any("Recommended" in i.value for i in at.info)
 
 
+def test_backbone_page_estimates_a_fine_tune_on_a_users_folder(color_folders: Path) -> None:
+    """No image size chosen (only samples suggest one): each backbone's own size is used, and a
+    fine-tune without augmentation shows the once-run bottom, ViTs included (no shortcut)."""
+    from dataclasses import asdict
+
+    from tl_core.config import TrainConfig
+
+    cfg = TrainConfig(data=str(color_folders), strategy="fine-tune-top", augment="none")
+    at = page(app(data_source=str(color_folders), config=asdict(cfg)), "backbone")
+    table = at.dataframe[0].value
+    times = dict(zip(table["backbone"], table["time per epoch"], strict=True))
+    assert ", then ≈" in times["efficientnet_lite0"]  # the frozen bottom runs once
+    assert ", then" not in times["vit_small_patch16_224"]  # not a chain of modules: every epoch
+
+
 def test_train_page_freeze_map_and_a_real_job(color_folders: Path, real_workers: None) -> None:
     """Through the app's real manager: the job trains in a worker process."""
     assert type(ui.job_manager().executor).__name__ == "ProcessExecutor"

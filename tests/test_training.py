@@ -391,3 +391,44 @@ def test_folded_batch_norm_computes_the_same_function() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     vit, _ = create_backbone("test_vit", 3, "none", 32, catalog_only=False)
     assert bn_folding.folded(vit, torch.randn(2, 3, 32, 32)) is None
+
+    class NormFirst(torch.nn.Module):  # registered conv, bn; but the norm runs first
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 3, 3), torch.nn.BatchNorm2d(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(self.bn(x))
+
+    odd = NormFirst().eval()
+    odd.bn.running_mean.fill_(0.3)
+    assert bn_folding.pairs(odd) and bn_folding.folded(odd, torch.randn(2, 3, 8, 8)) is None
+
+
+def test_batches_come_in_the_same_order_with_or_without_data_workers(color_folders: Path) -> None:
+    """The sampler has its own generator: persistent GPU-style workers, none, or cached tensors
+    all give the same batches, epoch after epoch (the maps path relies on it)."""
+    from tl_core.training import inputs
+
+    trainer = make_trainer(color_folders, strategy="fine-tune-all", epochs=2)
+    n = len(trainer.dataset.items["train"])
+
+    class Index(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return n
+
+        def __getitem__(self, i: int) -> int:
+            return i
+
+    def epochs(loader) -> list[list[int]]:  # type: ignore[no-untyped-def]
+        return [
+            [int(i) for batch in loader for i in (batch[0] if isinstance(batch, tuple | list) else batch)]
+            for _ in range(2)
+        ]
+
+    workers = inputs._loader(trainer, Index(), True, num_workers=1, persistent_workers=True)
+    plain = inputs._loader(trainer, Index(), True)
+    cached = inputs.tensor_loader(trainer, torch.arange(n), torch.zeros(n, dtype=torch.long), shuffle=True)
+    order = epochs(plain)
+    assert order[0] != order[1] and sorted(order[0]) == list(range(n))
+    assert epochs(workers) == order == epochs(cached)

@@ -110,6 +110,7 @@ def test_the_frozen_share_is_counted_only_where_the_engine_runs_the_bottom_once(
     )
     assert frozen_share("efficientnet_lite0", 224, TrainConfig(strategy="fine-tune-all", augment="none")) == 0
     assert frozen_share("vit_small_patch16_224", 224, top) == 0  # not a chain of modules
+    assert frozen_share("vit_small_patch16_224", 128, top) == 0  # a ViT at another size: no error
 
 
 def test_chart_builders() -> None:

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from .modes import eval_mode
+
 RTOL, ATOL = 1e-3, 1e-4
 
 
@@ -28,23 +30,53 @@ def _after_norm(bn: nn.BatchNorm2d) -> nn.Module:
     return nn.Sequential(*rest) if rest else nn.Identity()
 
 
-def fold_in_place(module: nn.Module) -> int:
-    """Fold every ``BatchNorm2d`` registered right after a ``Conv2d`` in the same parent; returns
-    how many were folded. ``module`` must be in eval mode and is changed: fold a copy."""
-    count = 0
+def pairs(module: nn.Module) -> list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]]:
+    """(parent, batch norm's name, conv, batch norm) for every batch norm registered right after a
+    convolution in the same parent: candidates, to be confirmed by ``fed_directly``."""
+    out = []
     for parent in module.modules():
         children = list(parent.named_children())
         for (_, conv), (bn_name, bn) in zip(children, children[1:], strict=False):
-            if not (isinstance(conv, nn.Conv2d) and type(bn) in _FOLDABLE):
-                continue
-            if not bn.track_running_stats or bn.running_mean is None:
-                continue
-            weight, bias = fuse_conv_bn_weights(
-                conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
-            )
-            conv.weight, conv.bias = weight, bias
-            setattr(parent, bn_name, _after_norm(bn))
-            count += 1
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, _FOLDABLE) and bn.running_mean is not None:
+                out.append((parent, bn_name, conv, bn))
+    return out
+
+
+def fed_directly(module: nn.Module, sample: torch.Tensor, candidates: list) -> list:
+    """The candidates whose batch norm received exactly its convolution's output on ``sample``
+    (forward hooks): registration order alone says nothing about the data flow."""
+    outputs: dict[int, torch.Tensor] = {}
+    confirmed: set[int] = set()
+
+    def conv_hook(i: int):  # noqa: ANN202
+        return lambda module, args, out: outputs.__setitem__(i, out)
+
+    def bn_hook(i: int):  # noqa: ANN202
+        return lambda module, args: confirmed.add(i) if args and args[0] is outputs.get(i) else None
+
+    hooks = []
+    for i, (_, _, conv, bn) in enumerate(candidates):
+        hooks += [conv.register_forward_hook(conv_hook(i)), bn.register_forward_pre_hook(bn_hook(i))]
+    try:
+        with torch.no_grad():
+            module(sample)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [c for i, c in enumerate(candidates) if i in confirmed]
+
+
+def fold_in_place(module: nn.Module, sample: torch.Tensor) -> int:
+    """Fold every batch norm that directly follows a convolution into it; returns how many were
+    folded. ``module`` must be in eval mode and is changed: fold a copy."""
+    count = 0
+    for parent, bn_name, conv, bn in fed_directly(module, sample, pairs(module)):
+        weight, bias = fuse_conv_bn_weights(
+            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+        )
+        conv.weight, conv.bias = weight, bias
+        setattr(parent, bn_name, _after_norm(bn))
+        count += 1
     return count
 
 
@@ -65,20 +97,17 @@ _FOLDABLE = _foldable_types()
 @torch.no_grad()
 def folded(module: nn.Module, sample: torch.Tensor) -> nn.Module | None:
     """An eval-mode copy of ``module`` with its batch norms folded, checked against the original
-    on ``sample``; None when nothing folds or the outputs differ."""
-    if not any(isinstance(m, _FOLDABLE) for m in module.modules()):
+    on ``sample`` in float32 (call it outside autocast); None when nothing folds or the outputs
+    differ."""
+    if not pairs(module):
         return None  # nothing to fold (a ViT): don't copy the model for nothing
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):
         copy_ = copy.deepcopy(module).eval()
         for p in copy_.parameters():
             p.requires_grad_(False)
-        if fold_in_place(copy_) == 0:
+        if fold_in_place(copy_, sample) == 0:
             return None
         expected, got = module(sample), copy_(sample)
-        if expected.shape != got.shape or not torch.allclose(got, expected, rtol=RTOL, atol=ATOL):
-            return None
-        return copy_
-    finally:
-        module.train(was_training)
+    if expected.shape != got.shape or not torch.allclose(got, expected, rtol=RTOL, atol=ATOL):
+        return None
+    return copy_

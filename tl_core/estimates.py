@@ -57,25 +57,33 @@ def frozen_share(name: str, image_size: int, cfg: TrainConfig) -> float:
     path (augmentation, feature extraction, a network that is not a chain of modules)."""
     if cfg.uses_feature_cache or cfg.augment != "none" or not cfg.spec.pretrained:
         return 0.0
-    plan = {k: getattr(cfg, k) for k in ("strategy", "unfreeze", "unfreeze_top", "train_bn", "group_lrs")}
-    return _frozen_share(name, image_size, json.dumps(plan, sort_keys=True))
+    # Only what decides which layers ever train, so editing an LR does not recount every row.
+    keys = ("strategy", "unfreeze", "unfreeze_top", "train_bn", "epochs", "warmup_epochs", "model_kwargs")
+    plan = {k: getattr(cfg, k) for k in keys} | {"group_lrs": {g: 1e-3 for g in cfg.group_lrs}}
+    return _frozen_share(name, image_size, json.dumps(plan, sort_keys=True, default=str))
 
 
 @functools.lru_cache(maxsize=256)
 def _frozen_share(name: str, image_size: int, plan: str) -> float:
+    try:
+        return _count_frozen_share(name, image_size, TrainConfig(backbone=name, **json.loads(plan)))
+    except Exception:  # an estimate must never break the page: assume no shortcut
+        return 0.0
+
+
+def _count_frozen_share(name: str, image_size: int, cfg: TrainConfig) -> float:
     """Counted by torch's FLOP counter on a meta-device model: no weights, no arithmetic."""
     import timm
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from .freezing import bn_param_names, layer_groups
-    from .frozen_prefix import candidates
+    from .frozen_prefix import candidates, deterministic
     from .strategies import plan_phases
 
     with torch.device("meta"):
-        model = timm.create_model(name, num_classes=2)
+        model = timm.create_model(name, num_classes=2, **cfg.model_kwargs)
     groups = layer_groups(model)
-    cfg = TrainConfig(backbone=name, **json.loads(plan))
     trainable = {
         n for p in plan_phases(cfg.resolved(), groups) for g in groups if g.name in p.lrs for n in g.params
     }
@@ -95,8 +103,10 @@ def _frozen_share(name: str, image_size: int, plan: str) -> float:
         else:
             return 0.0
     below = 0
-    for child, module in chain:
+    for i, (child, module) in enumerate(chain):
         if any(f"{child}.{p}" in trainable for p, _ in module.named_parameters()):
+            if not deterministic(m for _, m in chain[:i]):
+                return 0.0  # stochastic depth below: the engine runs every layer every epoch
             return below / flops["Global"] if flops.get("Global") else 0.0
         below += flops.get(f"{type(model).__name__}.{child}", 0)
     return 0.0  # nothing trains below the head: that is feature extraction

@@ -270,35 +270,31 @@ def pooled_features(
     import torch
 
     from .images import ImageProblem, load_rgb
+    from .modes import eval_mode
     from .preprocessing import eval_transform
 
     transform = eval_transform(data_config)
     size = int(data_config["input_size"][-1])
-    was_training = model.training
-    model.eval()
     feats: list[np.ndarray] = []
     kept: list[int] = []
     starts = range(0, len(items), BATCH_SIZE)
-    try:
-        with torch.no_grad():
-            for done, start in enumerate(starts, 1):
-                tensors = []
-                for i in range(start, min(start + BATCH_SIZE, len(items))):
-                    try:
-                        tensors.append(transform(load_rgb(items[i][0], draft_size=size)))
-                    except ImageProblem:
-                        continue  # changed since the scan: leave it out of the picture
-                    kept.append(i)
-                if tensors:
-                    x = torch.stack(tensors).to(device)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    f = model.forward_head(model.forward_features(x), pre_logits=True)
-                    feats.append(f.float().cpu().numpy())
-                if on_batch is not None and on_batch(done, len(starts)):
-                    return None
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for done, start in enumerate(starts, 1):
+            tensors = []
+            for i in range(start, min(start + BATCH_SIZE, len(items))):
+                try:
+                    tensors.append(transform(load_rgb(items[i][0], draft_size=size)))
+                except ImageProblem:
+                    continue  # changed since the scan: leave it out of the picture
+                kept.append(i)
+            if tensors:
+                x = torch.stack(tensors).to(device)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                f = model.forward_head(model.forward_features(x), pre_logits=True)
+                feats.append(f.float().cpu().numpy())
+            if on_batch is not None and on_batch(done, len(starts)):
+                return None
     dim = feats[0].shape[1] if feats else 0
     return (np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)), kept
 

@@ -31,6 +31,7 @@ from .config import TrainConfig
 from .frozen_prefix import Suffix
 from .fsutil import write_atomic
 from .images import ImageProblem, load_rgb, thumbnail
+from .modes import eval_mode
 from .runs import Run
 from .training import MeasuringCallback, Trainer
 
@@ -316,17 +317,13 @@ def with_prefix_maps(
     probe: Probe, prefix: nn.Module, device: str = "cpu", channels_last: bool = False
 ) -> Probe:
     """``probe`` with the frozen ``prefix`` run once over its images (in eval mode)."""
-    was_training = prefix.training
-    prefix.eval()
-    try:
-        maps = []
+    maps = []
+    with eval_mode(prefix):
         for start in range(0, len(probe.images), BATCH_SIZE):
             x = probe.inputs[start : start + BATCH_SIZE].to(device).float()
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             maps.append(prefix(x))
-    finally:
-        prefix.train(was_training)
     return Probe(probe.images, probe.inputs, torch.cat(maps) if maps else None)
 
 
@@ -364,11 +361,9 @@ def imagenet_top1(
     ``on_batch(done, total)`` returning ``True`` cancels (``None`` is returned).
     """
     weight, bias = (t.to(device) for t in head)
-    was_training = model.training
-    model.eval()
     out: Top1 = {}
     total = -(-len(probe.images) // BATCH_SIZE)
-    try:
+    with eval_mode(model):
         for done, start in enumerate(range(0, len(probe.images), BATCH_SIZE), 1):
             if suffix is not None and probe.maps is not None:
                 features = suffix.pooled(probe.maps[start : start + BATCH_SIZE])
@@ -382,8 +377,6 @@ def imagenet_top1(
             out |= {n: (int(i), float(q)) for n, i, q in zip(names, idx.tolist(), p.tolist(), strict=True)}
             if on_batch is not None and on_batch(done, total):
                 return None
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -503,7 +496,7 @@ class ForgettingMeter(MeasuringCallback):
         if inputs is not None and inputs.prefix is not None and isinstance(inputs.net, Suffix):
             self.suffix = inputs.net  # the bottom never changes: run it once
             self.probe = with_prefix_maps(
-                self.probe, inputs.prefix, trainer.device.device, trainer.device.channels_last
+                self.probe, inputs.prefix(), trainer.device.device, trainer.device.channels_last
             )
         self.statistics = batchnorm_statistics(trainer.model)
         self.before = self._measure(trainer, "before training", cancellable=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .modes import eval_mode
+
 MAX_MAP_BYTES = 2 * 1024**3
 """Maps bigger than this (all images together) are not kept: the full path runs instead."""
 
@@ -52,24 +54,25 @@ def candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def feature_chain(model: nn.Module, sample: torch.Tensor) -> list[tuple[str, nn.Module]] | None:
     """``forward_features`` as a plain chain of modules, checked on ``sample``; None when it is
     not one (a ViT adds position embeddings between its modules)."""
-    was_training = model.training
-    model.eval()
     try:
-        expected = model.forward_features(sample)
-        x, chain = sample, []
-        for name, module in candidates(model):
-            x = module(x)
-            chain.append((name, module))
-            if x.shape == expected.shape and torch.allclose(x, expected, rtol=1e-4, atol=1e-5):
-                return chain
+        with eval_mode(model):
+            return _chain(model, sample)
     except (RuntimeError, TypeError, ValueError):  # a module that can't take the previous output
         return None
-    finally:
-        model.train(was_training)
+
+
+def _chain(model: nn.Module, sample: torch.Tensor) -> list[tuple[str, nn.Module]] | None:
+    expected = model.forward_features(sample)
+    x, chain = sample, []
+    for name, module in candidates(model):
+        x = module(x)
+        chain.append((name, module))
+        if x.shape == expected.shape and torch.allclose(x, expected, rtol=1e-4, atol=1e-5):
+            return chain
     return None
 
 
-def _deterministic(modules: Iterable[nn.Module]) -> bool:
+def deterministic(modules: Iterable[nn.Module]) -> bool:
     """No dropout or stochastic depth: a frozen layer in train mode then gives fixed outputs."""
     for module in modules:
         for m in module.modules():
@@ -98,7 +101,7 @@ def find(model: nn.Module, trainable: set[str], sample: torch.Tensor) -> Split |
         ),
         len(chain),
     )
-    if start == 0 or not _deterministic(m for _, m in chain[:start]):
+    if start == 0 or not deterministic(m for _, m in chain[:start]):
         return None
     return Split(chain, start)
 
@@ -109,14 +112,7 @@ class Suffix(nn.Module):
     def __init__(self, model: nn.Module, split: Split):
         super().__init__()
         self.model = model
-        self.split = split
         self.rest = [m for _, m in split.chain[split.start :]]
-
-    def prefix(self, x: torch.Tensor) -> torch.Tensor:
-        """The frozen bottom: what is run once and cached."""
-        for module in self.split.prefix:
-            x = module(x)
-        return x
 
     def forward_features(self, maps: torch.Tensor) -> torch.Tensor:
         for module in self.rest:

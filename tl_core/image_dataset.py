@@ -70,6 +70,10 @@ class _Decode(torch.utils.data.Dataset):
         return np.asarray(read(self.items[index][0], self.draft_size))
 
 
+def _as_is(array: np.ndarray) -> np.ndarray:
+    return array  # a named function: workers started by spawn must pickle it
+
+
 def decode_all(
     items: Sequence[tuple[str, int]],
     draft_size: int | None,
@@ -84,7 +88,7 @@ def decode_all(
         _Decode(items, draft_size),
         batch_size=None,
         num_workers=workers,
-        collate_fn=lambda a: a,
+        collate_fn=_as_is,
         generator=torch.Generator(),  # its own: drawing from the global one would change augmentation
     )
     out: list[np.ndarray] = []

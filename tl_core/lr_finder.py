@@ -53,8 +53,6 @@ MAX_LR = 0.5
 """The largest LR the freeze map accepts; a suggestion above it is capped."""
 LR_FIND_FILE = "lr_find.json"
 STAGE = "LR range test"
-_HEAD_BATCH_COST = 0.01
-"""A step on cached features costs ~1% of a backbone batch (as in ``training``); for progress."""
 
 
 # -- the curve and its suggestion -------------------------------------------------------------------
@@ -387,6 +385,7 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
     from .paths import cache_root
     from .strategies import plan_phases
     from .training import Callback, Trainer
+    from .training.inputs import HEAD_BATCH_COST
 
     cfg, model, device = prep.cfg.resolved(), prep.model, prep.device
     groups = layer_groups(model)
@@ -395,7 +394,7 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
     n_batches = math.ceil(len(prep.dataset.items["train"]) / cfg.batch_size)
     steps = plan_steps(n_batches)
     cached = cfg.uses_feature_cache
-    report = _Report(reporter, n_batches + steps * _HEAD_BATCH_COST if cached else steps)
+    report = _Report(reporter, n_batches + steps * HEAD_BATCH_COST if cached else steps)
 
     # The room's time limit applies as to training: past it, the test ends like a Stop.
     deadline = time.monotonic() + time_limit_s if time_limit_s else math.inf
@@ -459,7 +458,7 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
             return trainer.criterion(logits.float(), yb)
 
     def on_step(done: int, total: int) -> None:
-        units = n_batches + done * _HEAD_BATCH_COST if cached else done
+        units = n_batches + done * HEAD_BATCH_COST if cached else done
         report.at(units, done == 1, stage=STAGE, stage_done=done, stage_total=total)
         should_stop()  # checked before the next batch
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from PIL import Image, ImageOps
 from timm.data import create_transform
-from torch.utils.data import TensorDataset
+from torch.utils.data import RandomSampler, TensorDataset
 
 # ---- the plan ----------------------------------------------------------------------------------
 BACKBONE = __BACKBONE__  # timm architecture
@@ -292,9 +292,9 @@ def train_head_on_features(model, data, criterion, device, best):
     vx, vy = features(model, loader(data, SPLIT["val"], tf, shuffle=False), device)
     head = model.get_submodule(CLASSIFIER)
     groups = group_of(model)
-    gen = torch.Generator().manual_seed(SEED)
-    train_dl = torch.utils.data.DataLoader(TensorDataset(tx, ty), BATCH_SIZE, shuffle=True, generator=gen)
-    val_dl = torch.utils.data.DataLoader(TensorDataset(vx, vy), BATCH_SIZE)
+    train_ds = TensorDataset(tx, ty)
+    train_dl = batches(train_ds, RandomSampler(train_ds, generator=torch.Generator().manual_seed(SEED)))
+    val_dl = batches(TensorDataset(vx, vy), None)
     epoch = 0
     for phase in PHASES:
         for name, p in model.named_parameters():
@@ -345,10 +345,16 @@ def workers():
 
 
 def loader(data, items, transform, shuffle):
-    gen = torch.Generator().manual_seed(SEED)
-    return torch.utils.data.DataLoader(
-        Files(data, items, transform), BATCH_SIZE, shuffle=shuffle, generator=gen, num_workers=workers()
+    """The order comes from the sampler's own generator, the same with any number of workers."""
+    sampler = RandomSampler(items, generator=torch.Generator().manual_seed(SEED)) if shuffle else None
+    return batches(
+        Files(data, items, transform), sampler, num_workers=workers(), persistent_workers=workers() > 0
     )
+
+
+def batches(dataset, sampler, **kwargs):
+    gen = torch.Generator().manual_seed(SEED)  # seeds the data workers
+    return torch.utils.data.DataLoader(dataset, BATCH_SIZE, sampler=sampler, generator=gen, **kwargs)
 
 
 def main():

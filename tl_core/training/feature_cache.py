@@ -52,7 +52,7 @@ class FeatureCache:
         digest = hashlib.sha256()
         cfg, device = trainer.cfg, trainer.device
         ident = [kind, cfg.backbone, trainer.weights_id, trainer.data_config, cfg.model_kwargs, device.device]
-        ident.append(str(device.amp_dtype))
+        ident += [str(device.amp_dtype), device.channels_last, trainer.fold_batchnorm]
         digest.update(json.dumps(ident, sort_keys=True, default=str).encode())
         for path, label in trainer.dataset.items[split]:
             st = os.stat(path)
@@ -73,8 +73,8 @@ class FeatureCache:
     def _save(self, file: Path, out: Pair) -> None:
         from safetensors.torch import save
 
-        if out[0].numel() * out[0].element_size() > MAX_ENTRY_BYTES:
-            return
+        if out[0].numel() * out[0].element_size() > min(MAX_ENTRY_BYTES, self.max_bytes // 4):
+            return  # kept in memory for this run only
         write_atomic(file, save({"x": out[0].cpu().contiguous(), "y": out[1].cpu().contiguous()}))
         prune_feature_cache(file.parent, self.max_bytes)
 
@@ -84,13 +84,14 @@ class FeatureCache:
         trainer: Trainer,
         kind: str,
         split: str,
-        forward: Callable[[torch.Tensor], torch.Tensor],
+        make_forward: Callable[[], Callable[[torch.Tensor], torch.Tensor]],
         max_bytes: float = float("inf"),
     ) -> Pair | None:
-        """``forward`` (in eval mode, under the run's autocast) of every image of ``split`` with
-        the eval transform, and the labels, on the device. None when the user stopped or the
-        outputs would outgrow ``max_bytes`` (judged as they come). ``kind`` names what is
-        cached in progress messages ("features", "feature maps below blocks.5")."""
+        """``make_forward()`` (built only on a miss; run in eval mode, under the run's autocast)
+        over every image of ``split`` with the eval transform, and the labels, on the device.
+        None when the user stopped or the outputs would outgrow ``max_bytes`` (judged as they
+        come). ``kind`` names what is cached in progress messages ("features", "feature maps
+        below blocks.5")."""
         n_batches = -(-len(trainer.dataset.items[split]) // trainer.cfg.batch_size)
         file = None
         if self.folder is not None:
@@ -102,6 +103,7 @@ class FeatureCache:
                 return cached
         loader = trainer.loader(split, training=False)
         trainer.model.eval()
+        forward = make_forward()
         xs, ys, size = [], [], 0
         for i, (x, y) in enumerate(loader, start=1):
             with trainer.autocast():

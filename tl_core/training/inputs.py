@@ -14,18 +14,20 @@ batch norms folded into their convolutions (``bn_folding``), which changes only 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from .. import bn_folding, frozen_prefix
 from ..backbones import classifier_name
 from ..freezing import HEAD, bn_param_names, set_trainable
 from ..frozen_prefix import Split, Suffix
 from ..image_dataset import DECODED_CACHE_BYTES, ImageDataset, TensorBatches, decode_all
+from ..modes import eval_mode
 from ..preprocessing import eval_transform, train_transform
 from .loop import Inputs
 
@@ -40,32 +42,39 @@ def _batches(trainer: Trainer, split: str) -> int:
     return -(-len(trainer.dataset.items[split]) // trainer.cfg.batch_size)
 
 
+def _loader(trainer: Trainer, dataset: torch.utils.data.Dataset, shuffle: bool, **kwargs: Any) -> DataLoader:
+    """The order comes from the sampler's own generator, so it is the same with or without data
+    workers, persistent or not (the loader's generator only seeds the workers)."""
+    seed = trainer.cfg.seed
+    sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=trainer.cfg.batch_size,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
+
+
 def image_loader(trainer: Trainer, split: str, training: bool) -> DataLoader:
     cfg, data_config = trainer.cfg, trainer.data_config
     transform = train_transform(data_config, cfg.augment) if training else eval_transform(data_config)
     size = data_config["input_size"][-1]
     dataset = ImageDataset(trainer.dataset.items[split], transform, size, trainer.decoded.get(split))
     workers = trainer.workers
-    return DataLoader(
+    return _loader(
+        trainer,
         dataset,
-        batch_size=cfg.batch_size,
-        shuffle=training,
+        training,
         num_workers=workers,
         pin_memory=trainer.device.pin_memory,
-        generator=torch.Generator().manual_seed(cfg.seed),
         persistent_workers=workers > 0,
     )
 
 
 def tensor_loader(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
     """Batches of cached tensors in exactly the order the image loader gives the images."""
-    return DataLoader(
-        TensorBatches(x, y),
-        batch_size=trainer.cfg.batch_size,
-        shuffle=shuffle,
-        generator=torch.Generator().manual_seed(trainer.cfg.seed),
-        collate_fn=TensorBatches.collate,
-    )
+    return _loader(trainer, TensorBatches(x, y), shuffle, collate_fn=TensorBatches.collate)
 
 
 def choose(trainer: Trainer) -> Inputs | None:
@@ -82,7 +91,7 @@ def choose(trainer: Trainer) -> Inputs | None:
 
 def _features(trainer: Trainer) -> Inputs | None:
     n = _batches(trainer, "train") + _batches(trainer, "val")
-    trainer.units_total = n + trainer.epochs_total * n * HEAD_BATCH_COST
+    trainer.units_total = trainer.units_done + n + trainer.epochs_total * n * HEAD_BATCH_COST
     set_trainable(trainer.model, trainer.groups, [HEAD])
     cached = {}
     for split in ("train", "val"):
@@ -103,16 +112,15 @@ def _features(trainer: Trainer) -> Inputs | None:
 
 
 def features(trainer: Trainer, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Pooled pre-logit features of ``split`` (what the classifier sees), on the device, from a
-    batch-norm-folded copy of the (frozen) model; None if the user stopped."""
-    if trainer.frozen_model is None:
-        trainer.frozen_model = frozen_forward(trainer, trainer.model)
-    net = trainer.frozen_model
+    """Pooled pre-logit features of ``split`` (what the classifier sees), on the device; None if
+    the user stopped. Computed, on a cache miss, by a batch-norm-folded copy of the frozen model,
+    dropped afterwards."""
 
-    def pooled(x: torch.Tensor) -> torch.Tensor:
-        return net.forward_head(net.forward_features(x), pre_logits=True).float()
+    def make_forward() -> Callable[[torch.Tensor], torch.Tensor]:
+        net = frozen_forward(trainer, trainer.model)
+        return lambda x: net.forward_head(net.forward_features(x), pre_logits=True).float()
 
-    return trainer.cache.outputs(trainer, "features", split, pooled)
+    return trainer.cache.outputs(trainer, "features", split, make_forward)
 
 
 def frozen_split(trainer: Trainer) -> Split | None:
@@ -130,29 +138,28 @@ def frozen_split(trainer: Trainer) -> Split | None:
 
 def sample(trainer: Trainer) -> torch.Tensor:
     """Two training images as the network sees them, on the device, to check a shortcut on."""
-    probe = ImageDataset(
-        trainer.dataset.items["train"][:2],
-        eval_transform(trainer.data_config),
-        trainer.data_config["input_size"][-1],
-    )  # not the train loader: drawing from it would change its shuffling
-    return trainer.to_device(torch.stack([probe[i][0] for i in range(len(probe))]))
+    if trainer.sample is None:
+        probe = ImageDataset(
+            trainer.dataset.items["train"][:2],
+            eval_transform(trainer.data_config),
+            trainer.data_config["input_size"][-1],
+        )  # not the train loader: drawing from it would change its shuffling
+        trainer.sample = trainer.to_device(torch.stack([probe[i][0] for i in range(len(probe))]))
+    return trainer.sample
 
 
 def frozen_forward(trainer: Trainer, module: nn.Module) -> nn.Module:
     """``module`` (never trained in this run) with its batch norms folded when that checks out
-    (``bn_folding``), for the passes that run it once over every image."""
+    (``bn_folding``, in float32), for the passes that run it once over every image."""
     if not trainer.fold_batchnorm:
         return module
-    with trainer.autocast():
-        return bn_folding.folded(module, sample(trainer)) or module
+    return bn_folding.folded(module, sample(trainer)) or module
 
 
 def _maps(trainer: Trainer, split: Split) -> Inputs | None:
     n = _batches(trainer, "train") + _batches(trainer, "val")
-    trainer.units_total = n + trainer.epochs_total * n
-
-    suffix = Suffix(trainer.model, split)
-    prefix = frozen_forward(trainer, nn.Sequential(*split.prefix))
+    trainer.units_total = trainer.units_done + n + trainer.epochs_total * n
+    prefix = functools.cache(lambda: frozen_forward(trainer, nn.Sequential(*split.prefix)))
     cached = {}
     for name in ("train", "val"):
         out = trainer.cache.outputs(
@@ -163,7 +170,7 @@ def _maps(trainer: Trainer, split: Split) -> Inputs | None:
         cached[name] = out
     return Inputs(
         "maps",
-        suffix,
+        Suffix(trainer.model, split),
         tensor_loader(trainer, *cached["train"], shuffle=True),
         tensor_loader(trainer, *cached["val"], shuffle=False),
         cached=cached,
@@ -173,23 +180,22 @@ def _maps(trainer: Trainer, split: Split) -> Inputs | None:
 
 def _images(trainer: Trainer) -> Inputs | None:
     n = _batches(trainer, "train") + _batches(trainer, "val")
-    trainer.units_total = trainer.epochs_total * n
+    trainer.units_total = trainer.units_done + trainer.epochs_total * n
     if trainer.keep_decoded and trainer.epochs_total > 1:
-        trainer.units_total += n
         budget = DECODED_CACHE_BYTES
         for split in ("train", "val"):
-            on_batch = _decoding_progress(trainer, split)
+            trainer.units_total += _batches(trainer, split)
             decoded = decode_all(
                 trainer.dataset.items[split],
                 trainer.data_config["input_size"][-1],
                 trainer.workers,
                 budget,
-                on_batch,
+                _decoding_progress(trainer, split),
             )
             if trainer.should_stop:
                 return None
-            if decoded is None:  # too big to keep: decode every epoch
-                trainer.decoded.clear()
+            if decoded is None:  # too big to keep: this split is decoded every epoch
+                trainer.units_total = trainer.units_done + trainer.epochs_total * n
                 break
             trainer.decoded[split] = decoded
             budget -= sum(a.nbytes for a in decoded)
@@ -198,7 +204,7 @@ def _images(trainer: Trainer) -> Inputs | None:
     )
 
 
-def _decoding_progress(trainer: Trainer, split: str):  # noqa: ANN202
+def _decoding_progress(trainer: Trainer, split: str) -> Callable[[int, int], bool]:
     total_batches = _batches(trainer, split)
     start = trainer.units_done
 
@@ -222,13 +228,9 @@ def pooled_features(trainer: Trainer, split: str, rows: Sequence[int]) -> torch.
     if inputs.kind == "features":
         return x.float()
     assert isinstance(inputs.net, Suffix)
-    was_training = trainer.model.training
-    trainer.model.eval()
-    try:
-        out = []
+    out = []
+    with eval_mode(trainer.model):
         for chunk in x.split(trainer.cfg.batch_size):
             with trainer.autocast():
                 out.append(inputs.net.pooled(chunk).float())
-        return torch.cat(out) if out else x.new_zeros(0, trainer.model.num_features)
-    finally:
-        trainer.model.train(was_training)
+    return torch.cat(out) if out else x.new_zeros(0, trainer.model.num_features)

@@ -9,7 +9,7 @@ steps, since each read waits for a GPU to finish.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +48,9 @@ class Inputs:
     """Features are float32 and the head is tiny: it trains in full precision."""
     cached: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     """The cached tensors per split, for ``predict`` and the measuring callbacks."""
-    prefix: nn.Module | None = None
-    """For ``maps``: the frozen prefix as it was run (batch norm folded), for other images."""
+    prefix: Callable[[], nn.Module] | None = None
+    """For ``maps``: builds (once) the frozen prefix as it is run (batch norm folded), for
+    other images (the forgetting meter's probe)."""
 
 
 def scheduler(
@@ -133,7 +134,7 @@ def evaluate(trainer: Trainer, inputs: Inputs) -> tuple[float, float] | None:
     return total.item() / n, correct.item() / n
 
 
-def train_phase(trainer: Trainer, phase: Phase, inputs: Inputs) -> None:
+def train_phase(trainer: Trainer, phase: Phase, inputs: Inputs, scaler: torch.amp.GradScaler) -> None:
     """A phase's epochs: its layers unfrozen, a fresh AdamW with an LR per layer group, warm-up
     then cosine; ends early on a stop or an early-stopping request."""
     model, groups, cfg = trainer.model, trainer.groups, trainer.cfg
@@ -142,7 +143,6 @@ def train_phase(trainer: Trainer, phase: Phase, inputs: Inputs) -> None:
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, groups, phase.lrs, cfg.weight_decay))
     n = len(inputs.train)  # type: ignore[arg-type]
     schedule = scheduler(optimizer, phase.epochs * n, warmup_steps=min(n, phase.epochs * n // 5))
-    scaler = torch.amp.GradScaler(enabled=trainer.device.amp_dtype == torch.float16 and inputs.autocast)
     for _ in range(phase.epochs):
         if trainer.should_stop or trainer.phase_ended:
             return

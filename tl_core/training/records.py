@@ -25,7 +25,7 @@ class EpochRecord:
 @dataclass
 class TrainResult:
     status: str
-    """``completed``, ``early-stopped`` or ``stopped`` (by the user)."""
+    """``completed``, ``early-stopped``, ``stopped`` (by the user) or ``time-limit``."""
     best_val_acc: float
     best_val_loss: float
     best_epoch: int
@@ -38,6 +38,9 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     test_acc: float | None = None
     """On the held-out test split, measured once after training; None without one."""
+    inputs: str = "images"
+    """What the epochs trained on: ``features``, ``maps`` (the frozen prefix's output) or
+    ``images``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

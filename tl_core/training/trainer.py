@@ -72,8 +72,8 @@ class Trainer:
         to compare with the full path."""
         self.fold_batchnorm = True
         """Fold batch norms into convolutions for the passes over never-trained layers."""
-        self.frozen_model: nn.Module | None = None
-        """The model with batch norm folded, for feature extraction's one pass (``inputs``)."""
+        self.sample: torch.Tensor | None = None
+        """Two training images on the device, to check shortcuts on (``inputs.sample``)."""
         self.keep_decoded = True
         """Decode each image once when training on images for more than an epoch (if they fit)."""
         self.decoded: dict[str, Any] = {}
@@ -144,9 +144,12 @@ class Trainer:
         try:
             self.inputs = make_inputs.choose(self)
             if self.inputs is not None and not self.should_stop:
+                # One scaler for the run: float16 gradients need scaling, bfloat16 don't.
+                fp16 = self.device.amp_dtype == torch.float16 and self.inputs.autocast
+                scaler = torch.amp.GradScaler(enabled=fp16)
                 self.fire("on_train_start")
                 for phase in self._phases():
-                    train_phase(self, phase, self.inputs)
+                    train_phase(self, phase, self.inputs, scaler)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise TrainingFailed(self.oom_message("GPU")) from exc
@@ -183,11 +186,12 @@ class Trainer:
         inputs = self.inputs
         if inputs is not None and split in inputs.cached:
             net, batches = inputs.net, make_inputs.tensor_loader(self, *inputs.cached[split], shuffle=False)
-        else:
-            net, batches = self.model, self.loader(split, training=False)
+            autocast = inputs.autocast
+        else:  # the whole network on images, as validation runs it
+            net, batches, autocast = self.model, self.loader(split, training=False), True
         out = []
         for x, _ in batches:
-            with self.autocast(inputs is None or inputs.autocast):
+            with self.autocast(autocast):
                 out.append(net(self.to_device(x)).float().softmax(-1).cpu())
         return torch.cat(out)
 
@@ -215,4 +219,5 @@ class Trainer:
             device=self.device.label,
             feature_cache=self.cfg.uses_feature_cache,
             history=list(self.history),
+            inputs=self.inputs.kind if self.inputs else "images",
         )
