@@ -200,12 +200,13 @@ def channels_last(x, device):
 
 
 @torch.no_grad()
-def evaluate(model, loader, device):
+def evaluate(model, loader, device, amp=True):
+    """Mean loss and accuracy; ``amp=False`` for the head on float32 features, as the studio does."""
     model.eval()
     loss = correct = seen = 0
     for x, y in loader:
-        x, y = channels_last(x, device), y.to(device)
-        with autocast(device):
+        x, y = channels_last(x, device) if x.ndim == 4 else x.to(device), y.to(device)
+        with autocast(device) if amp else torch.autocast(device, enabled=False):
             logits = model(x).float()
         loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -316,14 +317,7 @@ def train_head_on_features(model, data, criterion, device, best):
                 loss.backward()
                 opt.step()
                 sched.step()
-            head.eval()
-            val_loss = correct = 0
-            with torch.no_grad():
-                for x, y in val_dl:
-                    logits = head(x)
-                    val_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-                    correct += (logits.argmax(1) == y).sum().item()
-            val_loss, val_acc = val_loss / len(vy), correct / len(vy)
+            val_loss, val_acc = evaluate(head, val_dl, device, amp=False)
             print(f"epoch {epoch} [{phase['name']}] val loss {val_loss:.4f} acc {val_acc:.4f}")
             best.update(model, epoch, val_loss, val_acc)
 

@@ -108,24 +108,34 @@ class MeasuringCallback(Callback):
         return on_batch
 
 
-class StopOnEvent(Callback):
-    """The UI's Stop button: checked after every batch, so it acts within one batch."""
+class EveryBatch(Callback):
+    """A check after every batch of any kind (training, validation, caching, measuring), so
+    that it acts within one batch."""
+
+    def check(self, trainer: Trainer) -> None: ...
+
+    def on_train_batch_end(self, trainer: Trainer) -> None:
+        self.check(trainer)
+
+    def on_validation_batch_end(self, trainer: Trainer) -> None:
+        self.check(trainer)
+
+    def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
+        self.check(trainer)
+
+
+class StopOnEvent(EveryBatch):
+    """The UI's Stop button."""
 
     def __init__(self, event: threading.Event):
         self.event = event
 
-    def on_train_batch_end(self, trainer: Trainer) -> None:
+    def check(self, trainer: Trainer) -> None:
         if self.event.is_set():
             trainer.request_stop(RunStatus.STOPPED)
 
-    def on_validation_batch_end(self, trainer: Trainer) -> None:
-        self.on_train_batch_end(trainer)
 
-    def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
-        self.on_train_batch_end(trainer)
-
-
-class TimeLimit(Callback):
+class TimeLimit(EveryBatch):
     """A budget: stops like the Stop button once ``seconds`` of training have passed, keeping
     the best weights so far. The clock starts at ``on_fit_start``, so caching counts (it is
     part of what a strategy costs), but measuring passes (forgetting, feature snapshots) do
@@ -138,17 +148,11 @@ class TimeLimit(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         self.started = time.monotonic()
 
-    def on_train_batch_end(self, trainer: Trainer) -> None:
+    def check(self, trainer: Trainer) -> None:
         if self.started is None or trainer.measuring:
             return
         if time.monotonic() - self.started - trainer.measuring_s > self.seconds:
             trainer.request_stop(RunStatus.TIME_LIMIT)
-
-    def on_validation_batch_end(self, trainer: Trainer) -> None:
-        self.on_train_batch_end(trainer)
-
-    def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
-        self.on_train_batch_end(trainer)
 
 
 class EarlyStopping(Callback):

@@ -76,6 +76,24 @@ def check_loss(trainer: Trainer, total: torch.Tensor, lr: float) -> None:
         )
 
 
+class Sums:
+    """Loss and correct answers summed on the device: reading them every batch would stall a GPU."""
+
+    def __init__(self, device: str):
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = 0
+
+    def add(self, loss_sum: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss_sum
+        self.correct += (logits.argmax(1) == y).sum()
+        self.seen += len(y)
+
+    def means(self) -> tuple[float, float]:
+        n = max(self.seen, 1)
+        return self.loss.item() / n, self.correct.item() / n
+
+
 def train_epoch(
     trainer: Trainer,
     inputs: Inputs,
@@ -85,9 +103,7 @@ def train_epoch(
 ) -> tuple[float, float] | None:
     """Mean loss and accuracy over one pass of ``inputs.train``; None if stopped."""
     device = trainer.device.device
-    total = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen, n_batches = 0, len(inputs.train)  # type: ignore[arg-type]
+    sums, n_batches = Sums(device), len(inputs.train)  # type: ignore[arg-type]
     for step, (x, y) in enumerate(inputs.train, start=1):
         x, y = trainer.to_device(x), y.to(device, non_blocking=True)
         with trainer.autocast(inputs.autocast):
@@ -98,17 +114,14 @@ def train_epoch(
         scaler.step(optimizer)
         scaler.update()
         schedule.step()
-        total += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
+        sums.add(loss.detach() * len(y), logits, y)
         if step % trainer.check_every == 0 or step == n_batches:
-            check_loss(trainer, total, optimizer.param_groups[0]["lr"])
+            check_loss(trainer, sums.loss, optimizer.param_groups[0]["lr"])
         trainer.units_done += inputs.cost
         trainer.fire("on_train_batch_end")
         if trainer.should_stop:
             return None
-    n = max(seen, 1)
-    return total.item() / n, correct.item() / n
+    return sums.means()
 
 
 @torch.no_grad()
@@ -116,22 +129,17 @@ def evaluate(trainer: Trainer, inputs: Inputs) -> tuple[float, float] | None:
     """Mean loss and accuracy over ``inputs.val`` in eval mode; None if stopped."""
     device = trainer.device.device
     inputs.net.eval()
-    total = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
+    sums = Sums(device)
     for x, y in inputs.val:
         x, y = trainer.to_device(x), y.to(device, non_blocking=True)
         with trainer.autocast(inputs.autocast):
             logits = inputs.net(x).float()
-        total += nn.functional.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
+        sums.add(nn.functional.cross_entropy(logits, y, reduction="sum"), logits, y)
         trainer.units_done += inputs.cost
         trainer.fire("on_validation_batch_end")
         if trainer.should_stop:
             return None
-    n = max(seen, 1)
-    return total.item() / n, correct.item() / n
+    return sums.means()
 
 
 def train_phase(trainer: Trainer, phase: Phase, inputs: Inputs, scaler: torch.amp.GradScaler) -> None:
