@@ -432,3 +432,22 @@ def test_batches_come_in_the_same_order_with_or_without_data_workers(color_folde
     order = epochs(plain)
     assert order[0] != order[1] and sorted(order[0]) == list(range(n))
     assert epochs(workers) == order == epochs(cached)
+
+
+def test_images_packed_on_the_device_train_as_the_cpu_path(color_folders: Path) -> None:
+    """Without augmentation, packing on the device changes nothing; with it, the batch is
+    augmented there (the GPU default) and training still learns."""
+    results = {}
+    for on_device in (True, False):
+        trainer = make_trainer(color_folders, strategy="fine-tune-all", epochs=2, augment="none")
+        trainer.augment_on_device, trainer.reuse_frozen_prefix = on_device, False
+        results[on_device] = trainer.fit(), type(trainer.inputs.train).__name__
+    (dev, dev_kind), (cpu, cpu_kind) = results[True], results[False]
+    assert (dev_kind, cpu_kind) == ("DeviceBatches", "DataLoader")
+    assert [r.val_loss for r in dev.history] == pytest.approx([r.val_loss for r in cpu.history], rel=1e-5)
+    assert [r.train_loss for r in dev.history] == pytest.approx([r.train_loss for r in cpu.history], rel=1e-5)
+    trainer = make_trainer(color_folders, strategy="fine-tune-all", epochs=6, augment="light", lr=0.05)
+    trainer.augment_on_device = True
+    light = trainer.fit()
+    assert type(trainer.inputs.train).__name__ == "DeviceBatches"
+    assert all(np.isfinite(r.train_loss) for r in light.history) and light.best_val_acc > 0.5

@@ -184,6 +184,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "path and on synthetic tensors already on the device; without DATA, on generated photos",
     )
     p.add_argument("--device", default="auto", help="--throughput: auto, cuda or cpu")
+    p.add_argument(
+        "--augment-on",
+        choices=["auto", "device", "cpu"],
+        default="auto",
+        help="--throughput: where the data path augments (auto: on a GPU, the device)",
+    )
     from .bench import STRATEGIES
 
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated, of these")
@@ -491,8 +497,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.throughput:
         from . import throughput
 
+        on_device = {"auto": None, "device": True, "cpu": False}[args.augment_on]
         measured = throughput.measure(
-            args.throughput, args.data, args.image_size, args.batch_size, args.device
+            args.throughput, args.data, args.image_size, args.batch_size, args.device, "light", on_device
         )
         print(throughput.report(measured), file=sys.stderr)
         if args.json:

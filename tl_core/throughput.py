@@ -31,6 +31,8 @@ class Throughput:
     images: int
     """Training images per timed epoch."""
     workers: int
+    augment_on_device: bool
+    """Whether the real data path augmented on the device (``device_augment``)."""
     real_img_s: float
     synthetic_img_s: float
     decode_s: float
@@ -69,6 +71,7 @@ def measure(
     batch_size: int | None = None,
     device: str = "auto",
     augment: str = "light",
+    augment_on_device: bool | None = None,
 ) -> Throughput:
     """Images per second of a fine-tune-all of ``model_name``, on real files and on synthetic
     device tensors (module docstring). Each path runs one untimed epoch first (workers start,
@@ -80,13 +83,19 @@ def measure(
     batch_size = batch_size or SAMPLE_BATCH[kind]
     with tempfile.TemporaryDirectory() as tmp:
         source = data or str(write_sample_photos(Path(tmp) / "photos", SAMPLE_IMAGES[kind]))
-        return _measure(
-            model_name, source, data or "generated photos", image_size, batch_size, setup, augment
-        )
+        label = data or "generated photos"
+        return _measure(model_name, source, label, image_size, batch_size, setup, augment, augment_on_device)
 
 
 def _measure(
-    model_name: str, source: str, label: str, image_size: int, batch_size: int, setup: Any, augment: str
+    model_name: str,
+    source: str,
+    label: str,
+    image_size: int,
+    batch_size: int,
+    setup: Any,
+    augment: str,
+    augment_on_device: bool | None,
 ) -> Throughput:
     import torch
 
@@ -115,6 +124,7 @@ def _measure(
     model, info = create_backbone(model_name, len(dataset.classes), "none", image_size, catalog_only=False)
     groups = layer_groups(model)
     trainer = Trainer(model, groups, cfg, dataset, info.data_config, setup)
+    trainer.augment_on_device = augment_on_device
     model.to(setup.device)
     if setup.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -153,6 +163,7 @@ def _measure(
         batch_size=batch_size,
         images=n_images,
         workers=trainer.workers,
+        augment_on_device=type(real.train).__name__ == "DeviceBatches",
         real_img_s=real_img_s,
         synthetic_img_s=synthetic_img_s,
         decode_s=decode_s,
@@ -163,7 +174,8 @@ def report(result: Throughput) -> str:
     return "\n".join(
         [
             f"{result.model}, fine-tune-all at {result.image_size} px, batch {result.batch_size}, "
-            f"on {result.device} ({result.workers} data workers; {result.data}, {result.images} images)",
+            f"on {result.device} ({result.workers} data workers; {result.data}, {result.images} images; "
+            f"augmented on the {'device' if result.augment_on_device else 'CPU'})",
             f"real data path   {result.real_img_s:9.1f} img/s (after decoding once in {result.decode_s:.1f} s)",
             f"synthetic tensors{result.synthetic_img_s:9.1f} img/s",
             f"the data path reaches {100 * result.ratio:.0f}% of the synthetic figure",

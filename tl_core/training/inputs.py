@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from .. import bn_folding, frozen_prefix
+from .. import bn_folding, device_augment, frozen_prefix
 from ..backbones import classifier_name
 from ..freezing import HEAD, bn_param_names, set_trainable
 from ..frozen_prefix import Split, Suffix
@@ -199,9 +199,42 @@ def _images(trainer: Trainer) -> Inputs | None:
                 break
             trainer.decoded[split] = decoded
             budget -= sum(a.nbytes for a in decoded)
+        if _augment_on_device(trainer):
+            return _device_images(trainer)
     return Inputs(
         "images", trainer.model, trainer.loader("train", training=True), trainer.loader("val", training=False)
     )
+
+
+def _augment_on_device(trainer: Trainer) -> bool:
+    """On a GPU, when both splits are decoded, fit on it, and the preset runs there."""
+    wanted = trainer.augment_on_device
+    if wanted is None:
+        wanted = trainer.device.device == "cuda"
+    decoded = trainer.decoded
+    return (
+        wanted
+        and trainer.cfg.augment in device_augment.PRESETS
+        and {"train", "val"} <= set(decoded)
+        and device_augment.fits([*decoded["train"], *decoded["val"]], trainer.data_config)
+    )
+
+
+def _device_images(trainer: Trainer) -> Inputs:
+    """Both splits packed on the device; training batches augmented there (``device_augment``)."""
+    device, data_config = trainer.device.device, trainer.data_config
+    augmented = trainer.cfg.augment != "none"
+    batches = {}
+    for split, training in (("train", True), ("val", False)):
+        labels = torch.tensor([label for _, label in trainer.dataset.items[split]], device=device)
+        pixels = device_augment.pack(trainer.decoded[split], data_config, training and augmented, device)
+        order = tensor_loader(trainer, torch.arange(len(labels)), labels, shuffle=training)
+        generator = (
+            torch.Generator(device=device).manual_seed(trainer.cfg.seed) if training and augmented else None
+        )
+        batches[split] = device_augment.DeviceBatches(pixels, labels, order, data_config, generator)
+    trainer.decoded.clear()  # the device holds them now
+    return Inputs("images", trainer.model, batches["train"], batches["val"])
 
 
 def _decoding_progress(trainer: Trainer, split: str) -> Callable[[int, int], bool]:

@@ -74,6 +74,8 @@ class Trainer:
         """Fold batch norms into convolutions for the passes over never-trained layers."""
         self.sample: torch.Tensor | None = None
         """Two training images on the device, to check shortcuts on (``inputs.sample``)."""
+        self.augment_on_device: bool | None = None
+        """Pack decoded images on the device and augment there; None: on a GPU only."""
         self.keep_decoded = True
         """Decode each image once when training on images for more than an epoch (if they fit)."""
         self.decoded: dict[str, Any] = {}
