@@ -228,7 +228,7 @@ def _device_images(trainer: Trainer) -> Inputs:
     for split, training in (("train", True), ("val", False)):
         labels = torch.tensor([label for _, label in trainer.dataset.items[split]], device=device)
         pixels = device_augment.pack(trainer.decoded[split], data_config, training and augmented, device)
-        order = tensor_loader(trainer, torch.arange(len(labels)), labels, shuffle=training)
+        order = tensor_loader(trainer, torch.arange(len(labels), device=device), labels, shuffle=training)
         generator = (
             torch.Generator(device=device).manual_seed(trainer.cfg.seed) if training and augmented else None
         )
