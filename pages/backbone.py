@@ -7,7 +7,7 @@ import ui
 from tl_core.advisor import recommend_backbone
 from tl_core.backbones import list_backbones, weights_status
 from tl_core.devices import detect_device
-from tl_core.estimates import estimate_epoch, frozen_share
+from tl_core.estimates import ONCE_NOTE, epoch_label, estimate_epoch, frozen_share
 
 ui.sidebar()
 ui.require_workspace()
@@ -25,15 +25,12 @@ recommended, why = recommend_backbone(specs, ready, device.device == "cuda")
 
 rows = []
 size = cfg.image_size or p.suggested_image_size
+two_part = False
 for s in specs:
-    frozen = frozen_share(s.name, size or s.input_size, cfg)
+    frozen = frozen_share(s.name, size or s.input_size, cfg.for_backbone(s.name))
     est = estimate_epoch(s, p.n_train, p.n_val, size, cfg.strategy, cfg.uses_feature_cache, rate, frozen)
-    if cfg.uses_feature_cache:
-        timing = f"≈{est.first_epoch_s:.0f} s once, then <1 s"
-    elif frozen:
-        timing = f"≈{est.first_epoch_s:.0f} s, then ≈{est.later_epoch_s:.0f} s"
-    else:
-        timing = f"≈{est.later_epoch_s:.0f} s"
+    timing = epoch_label(est, cfg.uses_feature_cache, frozen)
+    two_part = two_part or bool(frozen)
     rows.append(
         {
             "": "⭐" if s.name == recommended else "",
@@ -58,7 +55,7 @@ elif flt == "available offline":
 st.dataframe(table, hide_index=True, width="stretch")
 st.caption(
     f"Times are estimates for your {p.n_train + p.n_val} images on {device.label}, "
-    "from a quick measurement of this machine."
+    "from a quick measurement of this machine." + (f" {ONCE_NOTE}" if two_part else "")
 )
 st.info(f"⭐ Recommended: **{recommended}**. {why}")
 
@@ -77,5 +74,5 @@ if not ready[choice]:
         f"offline, run `tl-studio prefetch {choice}` beforehand or pick an offline backbone."
     )
 if choice != cfg.backbone:
-    ui.update_config(backbone=choice, unfreeze=None, group_lrs={})
+    ui.set_config(cfg.for_backbone(choice))
 ui.next_button("train", "Next: freeze & train →")

@@ -111,6 +111,15 @@ def test_the_frozen_share_is_counted_only_where_the_engine_runs_the_bottom_once(
     assert frozen_share("efficientnet_lite0", 224, TrainConfig(strategy="fine-tune-all", augment="none")) == 0
     assert frozen_share("vit_small_patch16_224", 224, top) == 0  # not a chain of modules
     assert frozen_share("vit_small_patch16_224", 128, top) == 0  # a ViT at another size: no error
+    # A freeze map names one backbone's groups; another backbone's row uses its own top groups.
+    lite_map = TrainConfig(strategy="fine-tune-top", augment="none", unfreeze=["stage 6", "stage 7"])
+    resnet = lite_map.for_backbone("resnet50")
+    assert (
+        resnet.unfreeze is None
+        and resnet.unfreeze_top == 2
+        and lite_map.for_backbone(lite_map.backbone) is lite_map
+    )
+    assert 0.3 < frozen_share("resnet50", 224, resnet) < 0.6
 
 
 def test_chart_builders() -> None:

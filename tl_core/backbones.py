@@ -482,6 +482,14 @@ class BackboneInfo:
     """Extra ``timm.create_model`` arguments used, to rebuild the same architecture later."""
 
 
+def size_kwargs(spec: BackboneSpec | None, image_size: int | None) -> dict[str, Any]:
+    """What timm needs to build ``spec`` for ``image_size``: ViTs fix their patch grid at build
+    time; convolutional networks take any size."""
+    if spec and spec.family == "ViT" and image_size and image_size != spec.input_size:
+        return {"img_size": image_size}
+    return {}
+
+
 def create_backbone(
     name: str,
     num_classes: int,
@@ -506,8 +514,7 @@ def create_backbone(
     if spec is None and name not in timm.list_models():
         raise BackboneError(f"timm has no model named '{name}'.")
     source = resolve_weights(spec, weights) if spec else (weights if weights != "auto" else "none")
-    if spec and spec.family == "ViT" and image_size and image_size != spec.input_size:
-        kwargs["img_size"] = image_size  # ViTs fix their patch grid at build time
+    kwargs |= size_kwargs(spec, image_size)
     if source == "hub":
         assert spec is not None
         cached = hub_cached_file(spec)

@@ -84,6 +84,13 @@ class TrainConfig:
                 raise ConfigError(message + ".")
         return out
 
+    def for_backbone(self, name: str) -> TrainConfig:
+        """The same settings on backbone ``name``: a freeze map names the old backbone's layer
+        groups, so ``unfreeze`` and the group LRs are dropped (``unfreeze_top`` still applies)."""
+        if name == self.backbone:
+            return self
+        return replace(self, backbone=name, unfreeze=None, group_lrs={})
+
     @property
     def spec(self) -> StrategySpec:
         """This config's entry in the strategy registry."""

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from .backbones import BackboneSpec
+from .backbones import BACKBONES, BackboneSpec, size_kwargs
 from .config import TrainConfig
 from .devices import detect_device
 
@@ -81,8 +81,9 @@ def _count_frozen_share(name: str, image_size: int, cfg: TrainConfig) -> float:
     from .frozen_prefix import candidates, deterministic
     from .strategies import plan_phases
 
+    kwargs = dict(cfg.model_kwargs) | size_kwargs(BACKBONES.get(name), image_size)
     with torch.device("meta"):
-        model = timm.create_model(name, num_classes=2, **cfg.model_kwargs)
+        model = timm.create_model(name, num_classes=2, **kwargs)
     groups = layer_groups(model)
     trainable = {
         n for p in plan_phases(cfg.resolved(), groups) for g in groups if g.name in p.lrs for n in g.params
@@ -132,3 +133,18 @@ def estimate_epoch(
     cost = 1.0 if strategy == "feature-extraction" else _TRAIN_COST  # frozen: no backbone backward
     top = per_image * (1 - frozen) * (n_train * cost + n_val)
     return EpochEstimate(first_epoch_s=forward_all * frozen + top, later_epoch_s=top)
+
+
+ONCE_NOTE = (
+    "“≈A s, then ≈B s”: the layers that never train run once, in the first epoch; later epochs "
+    "run only the layers that train."
+)
+
+
+def epoch_label(est: EpochEstimate, cached: bool, frozen: float) -> str:
+    """The Backbone table's "time per epoch" cell (``ONCE_NOTE`` explains the two-part form)."""
+    if cached:
+        return f"≈{est.first_epoch_s:.0f} s once, then <1 s"
+    if frozen:
+        return f"≈{est.first_epoch_s:.0f} s, then ≈{est.later_epoch_s:.0f} s"
+    return f"≈{est.later_epoch_s:.0f} s"

@@ -263,7 +263,10 @@ def config() -> TrainConfig:
 
 
 def update_config(**changes: Any) -> TrainConfig:
-    cfg = TrainConfig.from_dict(asdict(config()) | changes)
+    return set_config(TrainConfig.from_dict(asdict(config()) | changes))
+
+
+def set_config(cfg: TrainConfig) -> TrainConfig:
     st.session_state["config"] = asdict(cfg)
     return cfg
 
