@@ -7,7 +7,7 @@ import ui
 from tl_core.advisor import recommend_backbone
 from tl_core.backbones import list_backbones, weights_status
 from tl_core.devices import detect_device
-from tl_core.estimates import ONCE_NOTE, epoch_label, estimate_epoch, frozen_share
+from tl_core.estimates import ONCE_NOTE, epoch_label, estimate_epoch, frozen_share, runs_once
 
 ui.sidebar()
 ui.require_workspace()
@@ -28,9 +28,12 @@ size = cfg.image_size or p.suggested_image_size
 two_part = False
 for s in specs:
     frozen = frozen_share(s.name, size or s.input_size, cfg.for_backbone(s.name))
-    est = estimate_epoch(s, p.n_train, p.n_val, size, cfg.strategy, cfg.uses_feature_cache, rate, frozen)
-    timing = epoch_label(est, cfg.uses_feature_cache, frozen)
-    two_part = two_part or bool(frozen)
+    once = runs_once(cfg) and frozen > 0
+    est = estimate_epoch(
+        s, p.n_train, p.n_val, size, cfg.strategy, cfg.uses_feature_cache, rate, frozen, once
+    )
+    timing = epoch_label(est, cfg.uses_feature_cache, once)
+    two_part = two_part or once
     rows.append(
         {
             "": "⭐" if s.name == recommended else "",

@@ -92,22 +92,25 @@ def test_estimates_scale_with_compute() -> None:
     half = estimate_epoch(lite, 800, 200, 112, "fine-tune-all", False, rate=10.0)
     assert half.later_epoch_s == pytest.approx(ft.later_epoch_s / 4)
     # A frozen bottom runs once: the first epoch pays for it, later ones only for the top.
-    top = estimate_epoch(lite, 800, 200, None, "fine-tune-top", False, rate=10.0, frozen=0.6)
+    top = estimate_epoch(lite, 800, 200, None, "fine-tune-top", False, rate=10.0, frozen=0.6, once=True)
     assert top.later_epoch_s == pytest.approx(0.4 * ft.later_epoch_s)
     assert top.first_epoch_s == pytest.approx(top.later_epoch_s + 0.6 * 0.4 * 1000 / 10)
+    # Augmented: the bottom runs every epoch, but no gradient flows through it.
+    aug = estimate_epoch(lite, 800, 200, None, "fine-tune-top", False, rate=10.0, frozen=0.6)
+    assert aug.first_epoch_s == aug.later_epoch_s == pytest.approx(0.4 * (800 * (1 + 2 * 0.4) + 200) / 10)
 
 
-def test_the_frozen_share_is_counted_only_where_the_engine_runs_the_bottom_once() -> None:
+def test_the_frozen_share_is_what_never_trains_and_runs_once_without_augmentation() -> None:
     from tl_core.config import TrainConfig
-    from tl_core.estimates import frozen_share
+    from tl_core.estimates import frozen_share, runs_once
 
     top = TrainConfig(strategy="fine-tune-top", augment="none")
     share = frozen_share("efficientnet_lite0", 224, top)
     assert 0.5 < share < 0.8  # the top two of seven stages are the cheap, low-resolution end
     assert frozen_share("efficientnet_lite0", 224, TrainConfig(strategy="gradual", augment="none")) < share
-    assert (
-        frozen_share("efficientnet_lite0", 224, TrainConfig(strategy="fine-tune-top", augment="light")) == 0
-    )
+    light = TrainConfig(strategy="fine-tune-top", augment="light")
+    assert frozen_share("efficientnet_lite0", 224, light) == share  # no gradient there either way
+    assert runs_once(top) and not runs_once(light)
     assert frozen_share("efficientnet_lite0", 224, TrainConfig(strategy="fine-tune-all", augment="none")) == 0
     assert frozen_share("vit_small_patch16_224", 224, top) == 0  # not a chain of modules
     assert frozen_share("vit_small_patch16_224", 128, top) == 0  # a ViT at another size: no error

@@ -51,11 +51,17 @@ class EpochEstimate:
     later_epoch_s: float
 
 
+def runs_once(cfg: TrainConfig) -> bool:
+    """Whether the engine runs ``frozen_share`` of the network once rather than every epoch
+    (``frozen_prefix``): only when nothing is augmented."""
+    return cfg.augment == "none" and not cfg.uses_feature_cache
+
+
 def frozen_share(name: str, image_size: int, cfg: TrainConfig) -> float:
-    """The share of a forward pass below the lowest layer ``cfg`` ever trains: what a fine-tune
-    without augmentation runs once (``frozen_prefix``). 0 when the engine would not take that
-    path (augmentation, feature extraction, a network that is not a chain of modules)."""
-    if cfg.uses_feature_cache or cfg.augment != "none" or not cfg.spec.pretrained:
+    """The share of a forward pass below the lowest layer ``cfg`` ever trains: no gradient flows
+    there, and without augmentation it runs once (``runs_once``). 0 for feature extraction (its
+    own path) and for a network that is not a chain of modules."""
+    if cfg.uses_feature_cache or not cfg.spec.pretrained:
         return 0.0
     # Only what decides which layers ever train, so editing an LR does not recount every row.
     keys = ("strategy", "unfreeze", "unfreeze_top", "train_bn", "epochs", "warmup_epochs", "model_kwargs")
@@ -122,17 +128,24 @@ def estimate_epoch(
     cached: bool,
     rate: float,
     frozen: float = 0.0,
+    once: bool = False,
 ) -> EpochEstimate:
-    """Seconds per epoch for ``spec``; ``cached`` means feature extraction on the feature cache,
-    ``frozen`` the share of the network run once (``frozen_share``)."""
+    """Seconds per epoch for ``spec``; ``cached`` means feature extraction on the feature cache.
+    ``frozen`` is the share of a forward pass below every trained layer (``frozen_share``): no
+    backward pass there, and with ``once`` it runs in the first epoch only."""
     size = image_size or spec.input_size
     per_image = spec.gmacs * (size / spec.input_size) ** 2 / rate
     forward_all = per_image * (n_train + n_val)
     if cached:
         return EpochEstimate(first_epoch_s=forward_all, later_epoch_s=0.05)
-    cost = 1.0 if strategy == "feature-extraction" else _TRAIN_COST  # frozen: no backbone backward
-    top = per_image * (1 - frozen) * (n_train * cost + n_val)
-    return EpochEstimate(first_epoch_s=forward_all * frozen + top, later_epoch_s=top)
+    if strategy == "feature-extraction":  # frozen backbone every epoch: forward only
+        return EpochEstimate(first_epoch_s=forward_all, later_epoch_s=forward_all)
+    backward = _TRAIN_COST - 1  # a backward pass costs about two forwards, where it runs
+    if once:
+        top = per_image * (1 - frozen) * (n_train * _TRAIN_COST + n_val)
+        return EpochEstimate(first_epoch_s=forward_all * frozen + top, later_epoch_s=top)
+    epoch = per_image * (n_train * (1 + backward * (1 - frozen)) + n_val)
+    return EpochEstimate(first_epoch_s=epoch, later_epoch_s=epoch)
 
 
 ONCE_NOTE = (
@@ -141,10 +154,10 @@ ONCE_NOTE = (
 )
 
 
-def epoch_label(est: EpochEstimate, cached: bool, frozen: float) -> str:
+def epoch_label(est: EpochEstimate, cached: bool, once: bool) -> str:
     """The Backbone table's "time per epoch" cell (``ONCE_NOTE`` explains the two-part form)."""
     if cached:
         return f"≈{est.first_epoch_s:.0f} s once, then <1 s"
-    if frozen:
+    if once:
         return f"≈{est.first_epoch_s:.0f} s, then ≈{est.later_epoch_s:.0f} s"
     return f"≈{est.later_epoch_s:.0f} s"
