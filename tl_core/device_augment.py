@@ -64,13 +64,21 @@ def fits(decoded: Sequence[np.ndarray], data_config: dict[str, Any], max_bytes: 
     return len(decoded) * 3 * side * side <= max_bytes
 
 
-def normalize(x: torch.Tensor, data_config: dict[str, Any]) -> torch.Tensor:
-    """uint8 or [0, 1] pixels to the model's input, as ``ToTensor`` + ``Normalize``."""
+def normalize(
+    x: torch.Tensor, data_config: dict[str, Any], stats: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """uint8 or [0, 1] pixels to the model's input, as ``ToTensor`` + ``Normalize``; ``stats``
+    (``mean_std``) saves making them again for every batch."""
     if x.dtype == torch.uint8:
         x = x.float() / 255
-    mean = torch.tensor(data_config["mean"], device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(data_config["std"], device=x.device).view(1, 3, 1, 1)
+    mean, std = stats or mean_std(data_config, x.device)
     return (x - mean) / std
+
+
+def mean_std(data_config: dict[str, Any], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(data_config["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(data_config["std"], device=device).view(1, 3, 1, 1)
+    return mean, std
 
 
 def crop_boxes(n: int, side: int, generator: torch.Generator, device: str, tries: int = 10) -> torch.Tensor:
@@ -150,8 +158,9 @@ class DeviceBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         size = int(self.data_config["input_size"][-1])
+        stats = mean_std(self.data_config, self.pixels.device)
         for idx, _ in self.order:
             idx = idx.to(self.pixels.device)
             batch = self.pixels[idx]
             x = augment(batch, size, self.generator) if self.generator is not None else batch
-            yield normalize(x, self.data_config), self.labels[idx]
+            yield normalize(x, self.data_config, stats), self.labels[idx]

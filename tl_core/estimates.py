@@ -83,40 +83,34 @@ def _count_frozen_share(name: str, image_size: int, cfg: TrainConfig) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .freezing import bn_param_names, layer_groups
-    from .frozen_prefix import candidates, deterministic
+    from .freezing import ever_trained, layer_groups
+    from .frozen_prefix import candidates, split_at
     from .strategies import plan_phases
 
     kwargs = dict(cfg.model_kwargs) | size_kwargs(BACKBONES.get(name), image_size)
     with torch.device("meta"):
         model = timm.create_model(name, num_classes=2, **kwargs)
     groups = layer_groups(model)
-    trainable = {
-        n for p in plan_phases(cfg.resolved(), groups) for g in groups if g.name in p.lrs for n in g.params
-    }
-    if cfg.train_bn:
-        trainable |= bn_param_names(model)
+    lrs = (p.lrs for p in plan_phases(cfg.resolved(), groups))
+    trainable = ever_trained(model, groups, lrs, cfg.train_bn)
     x = torch.empty(1, 3, image_size, image_size, device="meta")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)  # through __call__, so the counter names modules from the root
     flops = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
     with torch.no_grad():
-        expected, out = model.forward_features(x).shape, x
-        chain = candidates(model)
-        for _, module in chain:  # shapes only (meta): a ViT adds position embeddings in between
-            out = module(out)
+        expected, out, chain = model.forward_features(x).shape, x, []
+        for child in candidates(model):  # shapes only (meta): a ViT adds position embeddings in between
+            out = child[1](out)
+            chain.append(child)
             if out.shape == expected:
                 break
         else:
             return 0.0
-    below = 0
-    for i, (child, module) in enumerate(chain):
-        if any(f"{child}.{p}" in trainable for p, _ in module.named_parameters()):
-            if not deterministic(m for _, m in chain[:i]):
-                return 0.0  # stochastic depth below: the engine runs every layer every epoch
-            return below / flops["Global"] if flops.get("Global") else 0.0
-        below += flops.get(f"{type(model).__name__}.{child}", 0)
-    return 0.0  # nothing trains below the head: that is feature extraction
+    split = split_at(chain, trainable)
+    if split is None or split.start == len(chain) or not flops.get("Global"):
+        return 0.0  # nothing frozen at the bottom, stochastic depth, or nothing but the head trains
+    below = sum(flops.get(f"{type(model).__name__}.{child}", 0) for child, _ in chain[: split.start])
+    return below / flops["Global"]
 
 
 def estimate_epoch(

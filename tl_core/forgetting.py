@@ -311,19 +311,23 @@ class Probe:
     """The frozen prefix's output for ``inputs`` (``with_prefix_maps``), when the run trains
     only the top of the network: later passes run just the top."""
 
+    @property
+    def starts(self) -> range:
+        return range(0, len(self.images), BATCH_SIZE)
+
+    def batch(self, start: int, device: str, channels_last: bool) -> torch.Tensor:
+        """The inputs from ``start``, as float32 on ``device``."""
+        x = self.inputs[start : start + BATCH_SIZE].to(device).float()
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
 
 @torch.no_grad()
 def with_prefix_maps(
     probe: Probe, prefix: nn.Module, device: str = "cpu", channels_last: bool = False
 ) -> Probe:
     """``probe`` with the frozen ``prefix`` run once over its images (in eval mode)."""
-    maps = []
     with eval_mode(prefix):
-        for start in range(0, len(probe.images), BATCH_SIZE):
-            x = probe.inputs[start : start + BATCH_SIZE].to(device).float()
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            maps.append(prefix(x))
+        maps = [prefix(probe.batch(start, device, channels_last)) for start in probe.starts]
     return Probe(probe.images, probe.inputs, torch.cat(maps) if maps else None)
 
 
@@ -362,15 +366,13 @@ def imagenet_top1(
     """
     weight, bias = (t.to(device) for t in head)
     out: Top1 = {}
-    total = -(-len(probe.images) // BATCH_SIZE)
+    total = len(probe.starts)
     with eval_mode(model):
-        for done, start in enumerate(range(0, len(probe.images), BATCH_SIZE), 1):
+        for done, start in enumerate(probe.starts, 1):
             if suffix is not None and probe.maps is not None:
                 features = suffix.pooled(probe.maps[start : start + BATCH_SIZE])
             else:
-                x = probe.inputs[start : start + BATCH_SIZE].to(device).float()
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = probe.batch(start, device, channels_last)
                 features = model.forward_head(model.forward_features(x), pre_logits=True)
             p, idx = nn.functional.linear(features.float(), weight, bias).softmax(-1).max(-1)
             names = [im.name for im in probe.images[start : start + BATCH_SIZE]]

@@ -159,6 +159,16 @@ def set_trainable(
     return report(model, groups)
 
 
+def ever_trained(
+    model: nn.Module, groups: list[LayerGroup], lrs: Iterable[dict[str, float]], train_bn: bool
+) -> set[str]:
+    """Every parameter some phase trains (``lrs``: each phase's LR per group), batch norms
+    kept trainable by ``train_bn`` included: what is not in it never changes."""
+    live = {name for phase_lrs in lrs for name in phase_lrs}
+    names = {n for g in groups if g.name in live for n in g.params}
+    return names | bn_param_names(model) if train_bn else names
+
+
 def bn_param_names(model: nn.Module) -> set[str]:
     return {
         f"{mod_name}.{p_name}" if mod_name else p_name

@@ -91,8 +91,12 @@ def find(model: nn.Module, trainable: set[str], sample: torch.Tensor) -> Split |
         trainable: every parameter name that trains in any phase.
     """
     chain = feature_chain(model, sample)
-    if chain is None:
-        return None
+    return split_at(chain, trainable) if chain is not None else None
+
+
+def split_at(chain: list[tuple[str, nn.Module]], trainable: set[str]) -> Split | None:
+    """``chain`` split below its first module with a ``trainable`` parameter; None when that is
+    the first module or a layer below it is stochastic."""
     start = next(
         (
             i

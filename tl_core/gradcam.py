@@ -124,13 +124,10 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
     """
     from captum.attr import LayerAttribution, LayerGradCam
 
-    was_training = model.training
-    model.eval()
-    try:
-        with _probe(model, (x.shape[-2], x.shape[-1])) as probe:
-            cam = LayerGradCam(model, probe).attribute(x, target=int(target), relu_attributions=True)
-    finally:
-        model.train(was_training)
+    from .modes import eval_mode
+
+    with eval_mode(model), _probe(model, (x.shape[-2], x.shape[-1])) as probe:
+        cam = LayerGradCam(model, probe).attribute(x, target=int(target), relu_attributions=True)
     up = LayerAttribution.interpolate(cam.detach(), tuple(x.shape[-2:]), interpolate_mode="bilinear")
     heat = up[0, 0].clamp(min=0).float().cpu().numpy()
     top = float(heat.max())

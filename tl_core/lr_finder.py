@@ -430,12 +430,11 @@ def run_lr_finder(prep: Prepared, reporter: Any, run: Run, time_limit_s: float |
     scaler = None
     if cached:
         set_trainable(model, groups, [HEAD])
-        features = trainer.extract_features("train")
-        x, y = features if features is not None else (torch.zeros(0), torch.zeros(0))
+        features = trainer.extract_features("train")  # None: stopped while caching (see below)
         head = model.get_submodule(classifier_name(model))
         head.train()
         optimizer = torch.optim.AdamW(head.parameters(), lr=base_lr, weight_decay=cfg.weight_decay)
-        batches = _feature_batches(x, y, cfg.batch_size, cfg.seed)
+        batches = _feature_batches(*features, cfg.batch_size, cfg.seed) if features else iter(())
 
         def loss_of(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             return trainer.criterion(head(xb), yb)

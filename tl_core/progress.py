@@ -10,10 +10,10 @@ import time
 from typing import Any
 
 from .runs import Run, RunStatus
-from .training import Callback, EpochRecord, Trainer
+from .training import EpochRecord, EveryBatch, Trainer
 
 
-class JobProgress(Callback):
+class JobProgress(EveryBatch):
     """Mirrors the trainer's state into the job's events and its run folder."""
 
     def __init__(self, reporter: Any, run: Run) -> None:
@@ -48,15 +48,12 @@ class JobProgress(Callback):
 
     def on_stage(self, trainer: Trainer, stage: str, done: int, total: int) -> None:
         self.reporter.update(stage=stage, stage_done=done, stage_total=total)
-        self._tick(trainer)
+        self.check(trainer)
 
     def on_phase_start(self, trainer: Trainer, phase: Any) -> None:
         self.reporter.update(stage="training", phase=phase.name)
 
-    def on_train_batch_end(self, trainer: Trainer) -> None:
-        self._tick(trainer)
-
-    def on_validation_batch_end(self, trainer: Trainer) -> None:
+    def check(self, trainer: Trainer) -> None:
         self._tick(trainer)
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:

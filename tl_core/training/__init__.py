@@ -1,6 +1,14 @@
 """Training: the ``Trainer``, its loop, its inputs and its callbacks (see each module)."""
 
-from .callbacks import BestWeights, Callback, EarlyStopping, MeasuringCallback, StopOnEvent, TimeLimit
+from .callbacks import (
+    BestWeights,
+    Callback,
+    EarlyStopping,
+    EveryBatch,
+    MeasuringCallback,
+    StopOnEvent,
+    TimeLimit,
+)
 from .feature_cache import FEATURE_CACHE_BYTES, FeatureCache, prune_feature_cache
 from .loop import NAN_CHECK_STEPS, Inputs, TrainingDiverged
 from .recipe import class_weights, default_workers, seed_everything
@@ -14,6 +22,7 @@ __all__ = [
     "Callback",
     "EarlyStopping",
     "EpochRecord",
+    "EveryBatch",
     "FeatureCache",
     "Inputs",
     "MeasuringCallback",

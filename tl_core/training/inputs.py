@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from .. import bn_folding, device_augment, frozen_prefix
 from ..backbones import classifier_name
-from ..freezing import HEAD, bn_param_names, set_trainable
+from ..freezing import HEAD, ever_trained, set_trainable
 from ..frozen_prefix import Split, Suffix
 from ..image_dataset import DECODED_CACHE_BYTES, ImageDataset, TensorBatches, decode_all
 from ..modes import eval_mode
@@ -128,12 +128,10 @@ def frozen_split(trainer: Trainer) -> Split | None:
     augmentation) so that its output is too: run once instead of every epoch."""
     if trainer.cfg.augment != "none" or not trainer.reuse_frozen_prefix:
         return None
-    model = trainer.model
-    trainable = {n for p in trainer.phases for g in trainer.groups if g.name in p.lrs for n in g.params}
-    if trainer.cfg.train_bn:
-        trainable |= bn_param_names(model)
+    lrs = (p.lrs for p in trainer.phases)
+    trainable = ever_trained(trainer.model, trainer.groups, lrs, trainer.cfg.train_bn)
     with trainer.autocast():
-        return frozen_prefix.find(model, trainable, sample(trainer))
+        return frozen_prefix.find(trainer.model, trainable, sample(trainer))
 
 
 def sample(trainer: Trainer) -> torch.Tensor:
