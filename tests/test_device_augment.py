@@ -37,7 +37,7 @@ def photos(tmp_path: Path) -> list[tuple[str, int]]:
 def test_packed_validation_images_are_the_eval_transform(photos: list[tuple[str, int]]) -> None:
     decoded = decode_all(photos, 32)
     assert decoded is not None
-    packed = DA.pack(decoded, CONFIG, training=False, device="cpu")
+    packed = DA.pack(decoded, CONFIG, training=False, device="cpu", threads=3)  # each in its place
     assert packed.shape == (4, 3, 32, 32) and packed.dtype == torch.uint8
     expected = torch.stack([eval_transform(CONFIG)(Image.fromarray(a)) for a in decoded])
     torch.testing.assert_close(DA.normalize(packed, CONFIG), expected, rtol=0, atol=1e-6)

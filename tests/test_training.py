@@ -405,6 +405,39 @@ def test_folded_batch_norm_computes_the_same_function() -> None:
     assert bn_folding.pairs(odd) and bn_folding.folded(odd, torch.randn(2, 3, 8, 8)) is None
 
 
+def test_the_fold_check_runs_in_exact_float32() -> None:
+    """CUDA runs float32 convolutions as TF32 by default, off by ~1e-2 on Lite0's maps (measured
+    on an H100): the check would reject every correct fold there. It turns TF32 off, then back."""
+    from tl_core import bn_folding
+
+    seen: list[bool] = []
+
+    class Recording(torch.nn.Sequential):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.backends.cudnn.allow_tf32)
+            return super().forward(x)
+
+    net = Recording(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    assert torch.backends.cudnn.allow_tf32
+    assert bn_folding.folded(net, torch.randn(2, 3, 8, 8)) is not None
+    assert False in seen and torch.backends.cudnn.allow_tf32
+
+
+def test_data_workers_send_uint8_pixels_normalised_on_the_device(color_folders: Path) -> None:
+    """With workers the loader's batches are uint8 (a quarter of the bytes between processes),
+    and ``to_device`` makes them exactly the float batches a worker-less loader gives; a preset
+    with random erasing keeps the float path (timm leaves erasing out of uint8 transforms)."""
+    with_workers = make_trainer(color_folders, workers=1)
+    without = make_trainer(color_folders, workers=0)
+    for training in (True, False):
+        (x8, y8), (x32, y32) = (next(iter(t.loader("train", training))) for t in (with_workers, without))
+        assert x8.dtype == torch.uint8 and x32.dtype == torch.float32
+        torch.testing.assert_close(with_workers.to_device(x8), without.to_device(x32))
+        assert torch.equal(y8, y32)
+    strong = make_trainer(color_folders, workers=1, augment="strong")
+    assert next(iter(strong.loader("train", training=True)))[0].dtype == torch.float32
+
+
 def test_batches_come_in_the_same_order_with_or_without_data_workers(color_folders: Path) -> None:
     """The sampler has its own generator: persistent GPU-style workers, none, or cached tensors
     all give the same batches, epoch after epoch (the maps path relies on it)."""

@@ -12,7 +12,9 @@ batch norm does not directly follow the convolution registered before it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -94,10 +96,22 @@ def _foldable_types() -> tuple[type, ...]:
 _FOLDABLE = _foldable_types()
 
 
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Full-precision float32 convolutions and matmuls. CUDA runs float32 convolutions as TF32 by
+    default (10-bit mantissa, ~1e-3 relative): enough to fail the check on a correct fold."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @torch.no_grad()
 def folded(module: nn.Module, sample: torch.Tensor) -> nn.Module | None:
     """An eval-mode copy of ``module`` with its batch norms folded, checked against the original
-    on ``sample`` in float32 (call it outside autocast); None when nothing folds or the outputs
+    on ``sample`` in exact float32 (call it outside autocast); None when nothing folds or the outputs
     differ."""
     if not pairs(module):
         return None  # nothing to fold (a ViT): don't copy the model for nothing
@@ -107,7 +121,8 @@ def folded(module: nn.Module, sample: torch.Tensor) -> nn.Module | None:
             p.requires_grad_(False)
         if fold_in_place(copy_, sample) == 0:
             return None
-        expected, got = module(sample), copy_(sample)
+        with exact_float32():
+            expected, got = module(sample), copy_(sample)
     if expected.shape != got.shape or not torch.allclose(got, expected, rtol=RTOL, atol=ATOL):
         return None
     return copy_

@@ -44,18 +44,25 @@ def _resize_and_crops(data_config: dict[str, Any]) -> tuple[Any, int, int]:
 
 
 def pack(
-    decoded: Sequence[np.ndarray], data_config: dict[str, Any], training: bool, device: str
+    decoded: Sequence[np.ndarray], data_config: dict[str, Any], training: bool, device: str, threads: int = 1
 ) -> torch.Tensor:
     """Images as one (N, 3, S, S) uint8 tensor on ``device``: resized as the eval transform does,
-    then its centre crop (validation) or the central square that training crops from."""
+    then its centre crop (validation) or the central square that training crops from. Pillow
+    resizes without the GIL, so ``threads`` share the work."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from PIL import Image
     from torchvision.transforms.functional import center_crop, pil_to_tensor
 
     resize, side, crop = _resize_and_crops(data_config)
     size = side if training else crop
     out = torch.empty(len(decoded), 3, size, size, dtype=torch.uint8)
-    for i, array in enumerate(decoded):
-        out[i] = pil_to_tensor(center_crop(resize(Image.fromarray(array)), [size, size]))
+
+    def put(i: int) -> None:
+        out[i] = pil_to_tensor(center_crop(resize(Image.fromarray(decoded[i])), [size, size]))
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(put, range(len(decoded))))
     return out.to(device)
 
 

@@ -115,7 +115,9 @@ class TensorBatches(torch.utils.data.Dataset):
         return len(self.y)
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(indices, device=self.y.device)
+        idx = torch.as_tensor(indices)
+        if self.y.is_cuda:  # pinned and asynchronous: a plain copy would wait for the GPU every batch
+            idx = idx.pin_memory().to(self.y.device, non_blocking=True)
         return self.x[idx], self.y[idx]
 
     @staticmethod

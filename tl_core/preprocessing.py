@@ -32,20 +32,32 @@ def _timm_cfg(data_config: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items() if k in TIMM_KEYS}
 
 
-def eval_transform(data_config: dict[str, Any]) -> Compose:
-    """Resize, centre-crop, normalise: what validation, export and prediction use."""
+def eval_transform(data_config: dict[str, Any], uint8: bool = False) -> Compose:
+    """Resize, centre-crop, normalise: what validation, export and prediction use.
+
+    ``uint8``: stop at a uint8 tensor and leave ``ToTensor`` + ``Normalize`` to the device
+    (timm's ``use_prefetcher``): data workers then send a quarter of the bytes.
+    """
     from timm.data import create_transform
 
-    return create_transform(**_timm_cfg(data_config), is_training=False)
+    return create_transform(**_timm_cfg(data_config), is_training=False, use_prefetcher=uint8)
 
 
-def train_transform(data_config: dict[str, Any], augment: str = "none") -> Compose:
-    """``none`` is the eval transform (and lets features be cached); else a timm preset."""
+def train_transform(data_config: dict[str, Any], augment: str = "none", uint8: bool = False) -> Compose:
+    """``none`` is the eval transform (and lets features be cached); else a timm preset.
+    ``uint8`` as for ``eval_transform``; not for presets with random erasing (see
+    ``sends_uint8``)."""
     if augment == "none":
-        return eval_transform(data_config)
+        return eval_transform(data_config, uint8)
     from timm.data import create_transform
 
     cfg = _timm_cfg(data_config)
     cfg.pop("crop_pct", None)
     cfg.pop("crop_mode", None)
-    return create_transform(**cfg, is_training=True, **AUGMENT_KWARGS[augment])
+    return create_transform(**cfg, is_training=True, use_prefetcher=uint8, **AUGMENT_KWARGS[augment])
+
+
+def sends_uint8(augment: str) -> bool:
+    """Whether a preset can end at uint8 pixels: timm leaves random erasing out of a
+    ``use_prefetcher`` transform (its prefetcher erases on the device), so presets with it don't."""
+    return not AUGMENT_KWARGS.get(augment, {}).get("re_prob")

@@ -19,6 +19,8 @@ from typing import Any
 SAMPLE_IMAGES = {"cuda": 1536, "cpu": 48}
 """Photos written when no data is given: a few GPU epochs' worth, or a few CPU batches."""
 SAMPLE_BATCH = {"cuda": 128, "cpu": 16}
+TIMED_EPOCHS = {"cuda": 3, "cpu": 1}
+"""A GPU epoch of the sample is under a second: time several, or the figure is noise."""
 
 
 @dataclass
@@ -29,7 +31,7 @@ class Throughput:
     image_size: int
     batch_size: int
     images: int
-    """Training images per timed epoch."""
+    """Training images per epoch; several epochs are timed on a GPU (``TIMED_EPOCHS``)."""
     workers: int
     augment_on_device: bool
     """Whether the real data path augmented on the device (``device_augment``)."""
@@ -74,8 +76,8 @@ def measure(
     augment_on_device: bool | None = None,
 ) -> Throughput:
     """Images per second of a fine-tune-all of ``model_name``, on real files and on synthetic
-    device tensors (module docstring). Each path runs one untimed epoch first (workers start,
-    kernels are chosen), then one timed epoch."""
+    device tensors (module docstring), in batches of the same sizes. Each path runs one untimed
+    epoch first (workers start, kernels are chosen), then ``TIMED_EPOCHS``."""
     from .devices import detect_device
 
     setup = detect_device(device)
@@ -136,25 +138,30 @@ def _measure(
     set_trainable(model, groups, phase.trainable)
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, groups, phase.lrs, cfg.weight_decay))
     n_batches = len(real.train)  # type: ignore[arg-type]
-    schedule = scheduler(optimizer, 4 * n_batches, 0)
     scaler = torch.amp.GradScaler(enabled=setup.amp_dtype == torch.float16)
     gen = torch.Generator(device=setup.device).manual_seed(0)
     x = torch.randn(batch_size, 3, image_size, image_size, device=setup.device, generator=gen)
     y = torch.randint(0, len(dataset.classes), (batch_size,), device=setup.device, generator=gen)
-    synthetic = Inputs("images", model, [(x, y)] * n_batches, [])
+    if setup.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     n_images = len(dataset.items["train"])
+    sizes = [batch_size] * (n_images // batch_size) + [n_images % batch_size] * (n_images % batch_size > 0)
+    synthetic = Inputs("images", model, [(x[:n], y[:n]) for n in sizes], [])  # the real batches' sizes
+    epochs = TIMED_EPOCHS["cuda" if setup.device == "cuda" else "cpu"]
+    schedule = scheduler(optimizer, 2 * (1 + epochs) * n_batches, 0)
 
-    def img_s(inputs: Inputs, images: int) -> float:
+    def img_s(inputs: Inputs) -> float:
         model.train()
         train_epoch(trainer, inputs, optimizer, schedule, scaler)  # warm-up: workers, kernels
         if setup.device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        train_epoch(trainer, inputs, optimizer, schedule, scaler)  # reads the loss: synchronised
-        return images / (time.perf_counter() - t0)
+        for _ in range(epochs):
+            train_epoch(trainer, inputs, optimizer, schedule, scaler)  # reads the loss: synchronised
+        return epochs * n_images / (time.perf_counter() - t0)
 
-    real_img_s = img_s(real, n_images)
-    synthetic_img_s = img_s(synthetic, n_batches * batch_size)
+    real_img_s = img_s(real)
+    synthetic_img_s = img_s(synthetic)
     return Throughput(
         model=model_name,
         device=setup.label,

@@ -15,6 +15,7 @@ batch norms folded into their convolutions (``bn_folding``), which changes only 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from ..freezing import HEAD, ever_trained, set_trainable
 from ..frozen_prefix import Split, Suffix
 from ..image_dataset import DECODED_CACHE_BYTES, ImageDataset, TensorBatches, decode_all
 from ..modes import eval_mode
-from ..preprocessing import eval_transform, train_transform
+from ..preprocessing import eval_transform, sends_uint8, train_transform
 from .loop import Inputs
 
 if TYPE_CHECKING:
@@ -57,11 +58,16 @@ def _loader(trainer: Trainer, dataset: torch.utils.data.Dataset, shuffle: bool, 
 
 
 def image_loader(trainer: Trainer, split: str, training: bool) -> DataLoader:
-    cfg, data_config = trainer.cfg, trainer.data_config
-    transform = train_transform(data_config, cfg.augment) if training else eval_transform(data_config)
+    """Data workers send uint8 pixels where the preset allows (``preprocessing.sends_uint8``):
+    a quarter of the bytes through shared memory and pinned copies; ``Trainer.to_device``
+    normalises them on the device."""
+    cfg, data_config, workers = trainer.cfg, trainer.data_config, trainer.workers
+    uint8 = workers > 0 and (not training or sends_uint8(cfg.augment))
+    transform = (
+        train_transform(data_config, cfg.augment, uint8) if training else eval_transform(data_config, uint8)
+    )
     size = data_config["input_size"][-1]
     dataset = ImageDataset(trainer.dataset.items[split], transform, size, trainer.decoded.get(split))
-    workers = trainer.workers
     return _loader(
         trainer,
         dataset,
@@ -225,7 +231,9 @@ def _device_images(trainer: Trainer) -> Inputs:
     batches = {}
     for split, training in (("train", True), ("val", False)):
         labels = torch.tensor([label for _, label in trainer.dataset.items[split]], device=device)
-        pixels = device_augment.pack(trainer.decoded[split], data_config, training and augmented, device)
+        pixels = device_augment.pack(
+            trainer.decoded[split], data_config, training and augmented, device, os.cpu_count() or 1
+        )
         order = tensor_loader(trainer, torch.arange(len(labels), device=device), labels, shuffle=training)
         generator = (
             torch.Generator(device=device).manual_seed(trainer.cfg.seed) if training and augmented else None

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from .. import best_epoch
+from .. import best_epoch, device_augment
 from ..config import TrainConfig
 from ..data import Dataset
 from ..devices import DeviceSetup
@@ -81,6 +81,7 @@ class Trainer:
         self.decoded: dict[str, Any] = {}
         """``image_dataset.decode_all``'s arrays per split, when kept."""
         self.inputs: Inputs | None = None
+        self.pixel_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         labels = [label for _, label in dataset.items["train"]]
         weights = class_weights(labels, len(dataset.classes), self.cfg.class_weights)
         self.criterion = nn.CrossEntropyLoss(
@@ -119,7 +120,13 @@ class Trainer:
         return make_inputs.image_loader(self, split, training)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A loader's batch on the device, as the network takes it: uint8 pixels from data
+        workers (``inputs.image_loader``) are normalised here."""
         x = x.to(self.device.device, non_blocking=True)
+        if x.dtype == torch.uint8:
+            if self.pixel_stats is None:
+                self.pixel_stats = device_augment.mean_std(self.data_config, x.device)
+            x = device_augment.normalize(x, self.data_config, self.pixel_stats)
         return (
             x.contiguous(memory_format=torch.channels_last)
             if self.device.channels_last and x.ndim == 4
