@@ -1,4 +1,6 @@
-"""Backbone: the catalog with time estimates for this data on this machine."""
+"""Backbone: the catalog with time estimates for this data on this machine (for texts: the encoders)."""
+
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -6,8 +8,59 @@ import streamlit as st
 import ui
 from tl_core.advisor import recommend_backbone
 from tl_core.backbones import list_backbones, weights_status
+from tl_core.config import DEFAULT_TEXT_BACKBONE, TrainConfig
 from tl_core.devices import detect_device
 from tl_core.estimates import ONCE_NOTE, epoch_label, estimate_epoch, frozen_share, runs_once
+from tl_core.text_models import TEXT_BACKBONES, text_weights_status
+
+
+def text_backbones(cfg: TrainConfig, device: Any) -> None:
+    """The Backbone page for texts: the encoders, which work offline, and the choice."""
+    status = {name: text_weights_status(spec) for name, spec in TEXT_BACKBONES.items()}
+    ready = {name: s != "needs download" for name, s in status.items()}
+    rows = [
+        {
+            "": "⭐" if name == DEFAULT_TEXT_BACKBONE else "",
+            "encoder": name,
+            "family": spec.family,
+            "params (M)": spec.params_m,
+            "layers": spec.layers,
+            "max word pieces": spec.max_length,
+            "pooling": spec.pooling,
+            "weights": f"offline ({status[name]})" if ready[name] else status[name],
+            "best for": spec.best_for,
+        }
+        for name, spec in TEXT_BACKBONES.items()
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.info(
+        f"⭐ Recommended: **{DEFAULT_TEXT_BACKBONE}**. It is bundled (works offline) and small enough "
+        f"to fine-tune on {device.label}; its mean-pooled embeddings are good features as they are."
+    )
+    pick("Encoder", cfg, ready, DEFAULT_TEXT_BACKBONE, "")
+
+
+def pick(label: str, cfg: TrainConfig, ready: dict[str, bool], recommended: str, star: str) -> None:
+    """The backbone choice (``star`` marks the recommended one), what a download means, and on."""
+    names = list(ready)
+    choice = st.selectbox(
+        label,
+        names,
+        index=names.index(cfg.backbone if cfg.backbone in names else recommended),
+        format_func=lambda n: (
+            f"{n}{star if n == recommended else ''}" + ("" if ready[n] else "  (needs download)")
+        ),
+    )
+    if not ready[choice]:
+        st.warning(
+            f"{choice}'s weights are not on this machine. Training will try to download them; "
+            f"offline, run `tl-studio prefetch {choice}` beforehand or pick an offline {label.lower()} "
+            f"({recommended})."
+        )
+    if choice != cfg.backbone:
+        ui.set_config(cfg.for_backbone(choice))
+    ui.next_button("train", "Next: freeze & train →")
+
 
 ui.sidebar()
 ui.require_workspace()
@@ -17,6 +70,9 @@ ds = ui.require_dataset()
 cfg = ui.config()
 p = ds.profile
 device = detect_device("auto")
+if p.modality == "text":
+    text_backbones(cfg, device)
+    st.stop()
 specs = list_backbones()
 status = {s.name: weights_status(s) for s in specs}
 ready = {n: st_ != "needs download" for n, st_ in status.items()}
@@ -62,20 +118,4 @@ st.caption(
 )
 st.info(f"⭐ Recommended: **{recommended}**. {why}")
 
-names = [s.name for s in specs]
-choice = st.selectbox(
-    "Backbone",
-    names,
-    index=names.index(cfg.backbone if cfg.backbone in names else recommended),
-    format_func=lambda n: (
-        f"{n}{'  ⭐' if n == recommended else ''}" + ("" if ready[n] else "  (needs download)")
-    ),
-)
-if not ready[choice]:
-    st.warning(
-        f"{choice}'s weights are not on this machine. Training will try to download them; "
-        f"offline, run `tl-studio prefetch {choice}` beforehand or pick an offline backbone."
-    )
-if choice != cfg.backbone:
-    ui.set_config(cfg.for_backbone(choice))
-ui.next_button("train", "Next: freeze & train →")
+pick("Backbone", cfg, ready, recommended, "  ⭐")

@@ -47,8 +47,14 @@ if st.toggle("Show the model card"):
         with st.container(border=True):
             st.markdown(text.split("---", 2)[-1])  # without the Hub's metadata header
         st.download_button("Download MODEL_CARD.md", text, file_name="MODEL_CARD.md", mime="text/markdown")
+text = run.data_config().get("modality") == "text"
 st.markdown(
-    "**Model bundle** (zip): `model.safetensors` (the kept epoch's weights), `labels.json`, "
+    "**Model bundle** (zip): `model.safetensors` (the kept epoch's weights, encoder and head), "
+    "`encoder/` (its tokenizer and configuration), `labels.json`, `preprocessing.json` (maximum "
+    "length and pooling), `config.json`, `MODEL_CARD.md` and `predict.py`, which needs only torch "
+    'and transformers: `python predict.py "a text"`.'
+    if text
+    else "**Model bundle** (zip): `model.safetensors` (the kept epoch's weights), `labels.json`, "
     "`preprocessing.json` (the exact resize/crop/normalisation used), `config.json`, `MODEL_CARD.md`, "
     "`predict.py` and `train.py`, which need only torch and timm."
 )
@@ -60,6 +66,12 @@ st.download_button(
     mime="application/zip",
     type="primary",
 )
+if text:
+    st.caption(
+        "ONNX, TorchScript, the timm folder and the standalone train.py are for image models so far; "
+        "`tl-studio train DATA --config config.json` (the bundle's config) retrains a text model."
+    )
+    st.stop()
 st.markdown(
     "**ONNX / TorchScript / timm**: the model alone, for onnxruntime (phones, browsers, servers), "
     "`torch.jit.load`, or timm itself. Each is checked against the model on real validation images "

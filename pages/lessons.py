@@ -20,13 +20,14 @@ st.caption(
 
 def new_experiment() -> None:
     if ui.dataset() is None:
-        st.info("Choose the images to learn from first: every lesson runs on your data.")
+        st.info("Choose the data to learn from first: every lesson runs on your data.")
         st.page_link(ui.PAGES["data"], label="Go to Data", icon=":material/folder_open:")
         return
     cfg = ui.config()
+    modality = ui.dataset().profile.modality
     key = st.radio(
         "Question",
-        list(experiments.EXPERIMENTS),
+        experiments.offered(modality),
         format_func=lambda k: experiments.EXPERIMENTS[k].title,
         horizontal=True,
         key="lesson",

@@ -1,4 +1,4 @@
-"""Results: how good is the model, where does it go wrong, and try it on a new image."""
+"""Results: how good is the model, where does it go wrong, and try it on a new image (or text)."""
 
 import streamlit as st
 
@@ -58,10 +58,11 @@ def per_class_table(df, height: int | str = "auto") -> None:
     st.dataframe(scores, hide_index=True, width="stretch", height=height)
 
 
+text = run.data_config().get("modality") == "text"
 cell_key = insights.cell_key(run, preds, labels)
 left, right = st.columns([3, 2])
 with left:
-    ui.confusion_block(preds, labels, key=cell_key)
+    ui.confusion_block(preds, labels, key=cell_key, things="texts" if text else "images")
 with right:
     st.subheader("Per class")
     per_class_table(preds, height=min(36 * (len(labels) + 2), 600))  # every class, no scrolling
@@ -70,8 +71,12 @@ with right:
         st.markdown("**Most confused:** " + "; ".join(f"{t} → {p} ({n}×)" for t, p, n in pairs))
 
 if test_preds is not None:
-    with st.expander(f"Held-out test split: {len(test_preds)} images, per class"):
+    with st.expander(f"Held-out test split: {len(test_preds)} {'texts' if text else 'images'}, per class"):
         per_class_table(test_preds)
+
+if text:
+    insights.text_results(run, preds, best["val_acc"], cell_key)
+    st.stop()
 
 insights.cell_browser(run, preds, labels, cell_key)
 insights.gradcam_block(run, preds, labels)

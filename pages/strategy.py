@@ -3,13 +3,14 @@
 import streamlit as st
 
 import ui
+from tl_core import ui_text
 from tl_core.advisor import (
     LADDER,
-    SIMILARITY,
-    TASKS,
     WizardAnswers,
     apply_recommendation,
     recommend,
+    similarity_choices,
+    task_choices,
     wizard_defaults,
 )
 from tl_core.charts import ladder
@@ -36,10 +37,13 @@ if kept.get("for") != p.root:
 for name in ("similarity", "task"):
     st.session_state.setdefault(name, kept[name])
 
+text = p.modality == "text"
+things = ui_text.noun(p.modality)
+similarities, tasks = similarity_choices(p.modality), task_choices(p.modality)
 left, right = st.columns([1, 1])
 with left:
     images = st.number_input(
-        "Images per class",
+        f"{things.capitalize()} per class",
         min_value=1,
         value=defaults.images_per_class,
         help="Pre-filled from your data. More data lets you safely retrain more layers.",
@@ -49,13 +53,19 @@ with left:
     else:
         st.info(f"**Answered for this sample.** {defaults.note}", icon=":material/school:")
     similarity = st.radio(
-        "How similar are your images to everyday photos?",
-        list(SIMILARITY),
-        format_func=SIMILARITY.get,
+        "How similar are your texts to everyday written English?"
+        if text
+        else "How similar are your images to everyday photos?",
+        list(similarities),
+        format_func=similarities.get,
         key="similarity",
-        help="The backbone learned from everyday photos: the closer yours are, the more of it transfers as is.",
+        help=(
+            "The encoder learned from web text, books and news: the closer yours are, the more of it transfers as is."
+            if text
+            else "The backbone learned from everyday photos: the closer yours are, the more of it transfers as is."
+        ),
     )
-    task = st.radio("How hard is the task?", list(TASKS), format_func=TASKS.get, key="task")
+    task = st.radio("How hard is the task?", list(tasks), format_func=tasks.get, key="task")
     st.session_state["wizard_answers"] = {"for": p.root, "similarity": similarity, "task": task}
 with right:
     st.markdown(
@@ -76,6 +86,7 @@ answers = WizardAnswers(
     has_gpu=device.device == "cuda",
     time_budget_min=budget,
     tiny_images=defaults.tiny_images,
+    modality=p.modality,
 )
 rec = recommend(answers)
 
@@ -119,17 +130,17 @@ with st.expander("Override: choose the settings yourself"):
     )
     augment = st.selectbox(
         "Augmentation",
-        AUGMENT_PRESETS,
-        index=AUGMENT_PRESETS.index(cfg.augment),
+        AUGMENT_PRESETS if not text else ["none"],
+        index=AUGMENT_PRESETS.index(cfg.augment) if not text else 0,
         help="Random crops/flips/colour changes, so the model can't memorise exact images. "
-        "'none' lets feature extraction cache features (much faster).",
+        "'none' lets feature extraction cache features (much faster). Texts are not augmented.",
     )
     batch = st.number_input(
         "Batch size",
         min_value=1,
         max_value=512,
         value=cfg.batch_size,
-        help="Images per step. Lower it if you run out of memory.",
+        help=f"{things.capitalize()} per step. Lower it if you run out of memory.",
     )
     if st.button("Use these settings"):
         ui.update_config(

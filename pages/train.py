@@ -10,6 +10,7 @@ from tl_core.errors import TLError
 from tl_core.freezing import HEAD, freeze_rows, group_learning_rates
 from tl_core.runs import RunStatus
 from tl_core.strategies import config_from_freeze_map, default_trainable
+from tl_core.text_models import POOLINGS, TEXT_BACKBONES
 from ui import lr_finder as lr_ui
 
 lr_ui.job_id()  # first: after a refresh mid-test it restores the project from the test's config
@@ -22,10 +23,17 @@ n_classes = len(ds.classes)
 groups, totals = ui.describe(cfg.backbone, n_classes)
 names = [g.name for g in groups]
 
+text = ds.profile.modality == "text"
 st.markdown(
     f"**{cfg.backbone}**, strategy **{cfg.strategy}**, {cfg.epochs or 'default'} epochs. "
-    "Each row is a layer group, from the **stem** (sees raw pixels: edges, colours) to the **head** "
-    "(your classes). Frozen groups keep their pretrained weights; ticked ones are retrained."
+    + (
+        "Each row is a layer group, from the **embeddings** (a vector per word piece) through the "
+        "encoder's **layers** (each mixes in context from the whole text) to the **head** (your classes). "
+        if text
+        else "Each row is a layer group, from the **stem** (sees raw pixels: edges, colours) to the **head** "
+        "(your classes). "
+    )
+    + "Frozen groups keep their pretrained weights; ticked ones are retrained."
 )
 ticked = default_trainable(cfg, groups)
 auto_lrs = group_learning_rates(
@@ -72,11 +80,29 @@ c1.metric("Trainable parameters", f"{n_train:,}", f"{n_train / n_total:.1%} of t
 c2.metric("Frozen parameters", f"{n_total - n_train:,}")
 c3.metric("Layer groups trained", f"{len(trainable)} of {len(names)}")
 st.plotly_chart(freeze_map(rows), width="stretch")
-train_bn = st.checkbox(
-    "Keep BatchNorm trainable in frozen groups (fastai's default)",
-    value=cfg.train_bn,
-    help="Lets frozen layers re-centre their feature statistics on your data. Keras advises the opposite "
-    "(keep them frozen) to avoid disturbing pretrained features; off is the safer default.",
+if text:
+    default = TEXT_BACKBONES[cfg.backbone].pooling if cfg.backbone in TEXT_BACKBONES else "mean"
+    pooling = st.radio(
+        "Pooling",
+        POOLINGS,
+        index=POOLINGS.index(cfg.model_kwargs.get("pooling", default)),
+        horizontal=True,
+        format_func={"mean": "mean of the word pieces", "cls": "first token ([CLS])"}.get,
+        help="How the encoder's vectors, one per word piece, become one per text: their mean (what "
+        f"sentence encoders such as MiniLM were trained for) or the first token's (BERT's habit). "
+        f"{cfg.backbone}'s default: {default}.",
+    )
+    if pooling != cfg.model_kwargs.get("pooling", default):
+        cfg = ui.update_config(model_kwargs={**cfg.model_kwargs, "pooling": pooling})
+train_bn = (
+    False
+    if text
+    else st.checkbox(  # transformers have no batch norm
+        "Keep BatchNorm trainable in frozen groups (fastai's default)",
+        value=cfg.train_bn,
+        help="Lets frozen layers re-centre their feature statistics on your data. Keras advises the opposite "
+        "(keep them frozen) to avoid disturbing pretrained features; off is the safer default.",
+    )
 )
 final = config_from_freeze_map(ui.update_config(train_bn=train_bn), trainable, group_lrs, groups)
 lr_ui.section(final, groups, editor_key)

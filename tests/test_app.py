@@ -105,7 +105,12 @@ def test_data_page_scans_the_sample() -> None:
     at = page(app(data_source="digits"), "data")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Classes"] == "10" and metrics["Validation images"] == "359"
-    assert at.radio[0].options[:3] == ["Built-in sample (digits)", "Upload a zip", "Upload a folder"]
+    assert at.radio[0].options[:4] == [
+        "Built-in sample (digits)",
+        "Built-in text sample (bbc-news)",
+        "Upload a zip",
+        "Upload a folder",
+    ]
     assert any(b.label.startswith("Next") for b in at.button)
 
 
@@ -644,3 +649,29 @@ def test_data_page_holds_out_a_test_split_on_request() -> None:
     assert metrics["Validation images"] == "359"  # the validation split stays as it was
     assert int(metrics["Test images"]) > 250 and int(metrics["Training images"]) < 1438
     assert any("scored once at the end" in c.value for c in at.caption)
+
+
+def test_text_pages_speak_of_texts(tmp_path: Path) -> None:
+    """A CSV of texts: guessed columns, text wording and a text backbone, the text wizard, the
+    encoder catalog, the freeze map by encoder layer."""
+    from test_text import sentences, write_csv
+
+    data = write_csv(tmp_path / "reviews.csv", sentences(10))
+    at = page(app(data_source=str(data), data_choice="Upload a text file (CSV, TSV, JSONL)"), "data")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Training texts"] == "24" and metrics["Validation texts"] == "6"
+    assert [s.value for s in at.selectbox][:2] == ["review", "stars"]
+    assert at.session_state["config"]["backbone"] == "all-minilm-l6-v2"
+    at = page(at, "strategy")
+    assert "How similar are your texts to everyday written English?" in [r.label for r in at.radio]
+    assert at.subheader[0].value == "Recommended: feature extraction"
+    at = page(at, "backbone")
+    assert list(at.dataframe[0].value["encoder"])[0] == "all-minilm-l6-v2"
+    at = page(at, "train")
+    names = list(at.dataframe[0].value["layer group"])
+    assert names == ["embeddings", *(f"layer {i}" for i in range(1, 7)), "head"]
+    assert not any("BatchNorm" in c.label for c in at.checkbox)
+    pooling = next(r for r in at.radio if r.label == "Pooling")
+    assert pooling.value == "mean"
+    pooling.set_value("cls").run()
+    assert at.session_state["config"]["model_kwargs"] == {"pooling": "cls"}

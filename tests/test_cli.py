@@ -93,7 +93,7 @@ def test_backbones_and_datasets_catalogs(tmp_path: Path) -> None:
     text = cli("backbones", home=tmp_path).stdout
     assert "bundled" in text and "needs download" in text
     samples = json.loads(cli("datasets", "--json", home=tmp_path).stdout)
-    assert samples[0]["name"] == "digits" and samples[0]["images"] == 1797
+    assert samples[0]["name"] == "digits" and samples[0]["examples"] == 1797
 
 
 def test_prefetch_offline_says_so(tmp_path: Path) -> None:

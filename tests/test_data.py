@@ -78,9 +78,9 @@ def test_no_class_folders(tmp_path: Path) -> None:
 def test_missing_path_and_non_zip_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not a folder, a .zip"):
         scan_dataset(tmp_path / "nope")
-    (tmp_path / "data.csv").write_text("a,b")
-    with pytest.raises(DatasetError, match="not a .zip"):
-        scan_dataset(tmp_path / "data.csv")
+    (tmp_path / "data.xlsx").write_text("a,b")
+    with pytest.raises(DatasetError, match="not a .zip, .csv, .tsv or .jsonl"):
+        scan_dataset(tmp_path / "data.xlsx")
 
 
 def test_imbalance_and_tiny_class_warnings(tmp_path: Path) -> None:

@@ -396,5 +396,5 @@ def test_lessons_page_shows_a_finished_experiment_after_a_refresh(
 
 def test_lessons_page_without_data_points_to_the_data_page(app_home: Path) -> None:
     at = lessons_page(None)
-    assert any("Choose the images to learn from first" in i.value for i in at.info)
+    assert any("Choose the data to learn from first" in i.value for i in at.info)
     assert not any(b.label == "Run the experiment" for b in at.button)

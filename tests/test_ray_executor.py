@@ -105,7 +105,7 @@ def test_two_jobs_through_ray_write_the_runs_the_local_executor_writes(
         kinds = [e["type"] for j, e in events if j == job_id]
         stages = [e["fields"].get("stage") for j, e in events if j == job_id and e["type"] == "update"]
         assert kinds.count("history") == 3 and kinds.count("done") == 1 and kinds[-1] == "done"
-        assert stages[0] == "scanning images" and "training" in stages
+        assert stages[0] == "scanning the data" and "training" in stages
         assert kinds.index("history") > kinds.index("update")
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .data import SMALL_IMAGE_PX
 from .samples import SAMPLES
 from .strategies import STRATEGIES, StrategySpec, list_strategies
+from .text_advice import TEXT_SIMILARITY, TEXT_TASKS, recommend_text
 
 if TYPE_CHECKING:
     from .data import DatasetProfile
@@ -43,6 +44,15 @@ TASKS: dict[str, str] = {
     "standard": "Standard: several classes that a person tells apart at a glance",
     "fine-grained": "Fine-grained: subtle differences (bird species, defect types)",
 }
+
+
+def similarity_choices(modality: str) -> dict[str, str]:
+    """The domain question's answers, worded for images or for texts (same keys, same rules' rungs)."""
+    return TEXT_SIMILARITY if modality == "text" else SIMILARITY
+
+
+def task_choices(modality: str) -> dict[str, str]:
+    return TEXT_TASKS if modality == "text" else TASKS
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,8 @@ class WizardAnswers:
     time_budget_min: int = 10
     tiny_images: bool = False
     """Most source images are tiny (under ``SMALL_IMAGE_PX``) and get blown up to the input size."""
+    modality: str = "image"
+    """``text``: the text rules (``text_advice``); ``images_per_class`` then counts texts."""
 
 
 MOSTLY = 0.8
@@ -209,6 +221,20 @@ def wizard_defaults(profile: DatasetProfile) -> WizardDefaults:
             tiny_images=tiny,
             note=sample.answers_why,
         )
+    if profile.modality == "text":
+        return WizardDefaults(
+            images_per_class=per_class,
+            n_classes=n_classes,
+            similarity="very-similar",
+            task="standard",
+            guessed=True,
+            tiny_images=False,
+            note=(
+                f"I guessed **{_short(TEXT_SIMILARITY['very-similar'])}** and a **standard** task: "
+                "I can't tell from the files what register your texts are in or how alike your "
+                "classes read. Change them if that's wrong."
+            ),
+        )
     similarity, because = guess_similarity(profile.grey_fraction, profile.small_fraction)
     note = (
         f"I guessed **{_short(SIMILARITY[similarity])}** because {because} — change it if that's "
@@ -261,6 +287,8 @@ def size_rule(images_per_class: int) -> Rule:
 def recommend(a: WizardAnswers) -> Recommendation:
     """Combine the rules: take the stronger of the data-size and domain pulls, adjust for the
     task, then cap by data size and compute. Every step appends its reason."""
+    if a.modality == "text":
+        return recommend_text(a)
     if a.similarity not in DOMAIN_RULES or a.task not in TASK_RULES:
         raise ValueError(f"unknown answer: similarity={a.similarity!r}, task={a.task!r}")
     size, domain, task = size_rule(a.images_per_class), DOMAIN_RULES[a.similarity], TASK_RULES[a.task]

@@ -267,6 +267,10 @@ def resolve_weights(spec: BackboneSpec, weights: str = "auto") -> str:
 
 def check_weights(name: str, weights: str = "auto", catalog_only: bool = True) -> None:
     """Fail fast, before a job queues and scans data, on weights that surely can't load."""
+    from .text_models import check_text_weights, is_text_backbone
+
+    if is_text_backbone(name):
+        return check_text_weights(name, weights)
     if weights.startswith("file:"):
         path = Path(weights.removeprefix("file:")).expanduser()
         if not path.is_file():
@@ -305,6 +309,10 @@ def _hub_offline(timeout: float = 3.0) -> bool:
 
 def prefetch(name: str) -> Path:
     """Download ``name``'s hub weights into the local cache (for a workshop about to go offline)."""
+    from .text_models import TEXT_BACKBONES, prefetch_text
+
+    if name in TEXT_BACKBONES:
+        return prefetch_text(name)
     spec = get_spec(name)
     bundled = bundled_weights_path(spec)
     if bundled:
@@ -508,6 +516,13 @@ def create_backbone(
         catalog_only: refuse names outside the catalog. Tests pass ``False`` to use timm's tiny
             ``test_*`` models.
     """
+    from .text_models import create_text_backbone, is_text_backbone
+
+    if is_text_backbone(name):
+        model, data_config, detail = create_text_backbone(name, num_classes, weights, kwargs.get("pooling"))
+        text_kwargs = {"pooling": data_config["pooling"]}
+        return model, BackboneInfo(name, detail.split(":")[0] if ":" in detail else "none", detail,
+                                   num_classes, data_config, text_kwargs)  # fmt: skip
     import timm
 
     spec = get_spec(name) if catalog_only or name in BACKBONES else None

@@ -37,7 +37,7 @@ def training_curves(history: Sequence[dict[str, Any]]) -> go.Figure:
     return fig
 
 
-def class_counts(counts: dict[str, dict[str, int]]) -> go.Figure:
+def class_counts(counts: dict[str, dict[str, int]], things: str = "images") -> go.Figure:
     """Images per class, stacked by split, so imbalance is visible at a glance."""
     fig = go.Figure()
     palette = {"train": "#2563eb", "val": "#f59e0b", "test": "#10b981"}
@@ -50,7 +50,7 @@ def class_counts(counts: dict[str, dict[str, int]]) -> go.Figure:
         height=320,
         margin=dict(l=40, r=20, t=30, b=40),
         xaxis_title="class",
-        yaxis_title="images",
+        yaxis_title=things,
         legend=dict(orientation="h", y=1.12),
     )
     return fig

@@ -36,6 +36,8 @@ _TRAIN_FLAGS = (
     "device",
     "seed",
     "test_fraction",
+    "text_column",
+    "label_column",
 )
 """``train`` flags named as the ``TrainConfig`` fields they set. They default to None (not
 given), so a ``--config`` file's values stand unless a flag is typed; the help states the
@@ -51,14 +53,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "data",
         nargs="?",
-        help="folder of class folders (or train/ + val/), a .zip, or 'digits'; replaces the one in --config",
+        help="folder of class folders (or train/ + val/) of images or .txt files, a .csv/.tsv/.jsonl of "
+        "texts, a .zip, or a sample ('digits', 'bbc-news'); replaces the one in --config",
     )
     p.add_argument(
         "--config",
         metavar="PATH",
         help="a run's config.json (in every export): its settings are the defaults, flags given here win",
     )
-    p.add_argument("--backbone", help=f"see `tl-studio backbones` (default {d.backbone})")
+    p.add_argument(
+        "--backbone", help=f"see `tl-studio backbones` (default {d.backbone}; for texts all-minilm-l6-v2)"
+    )
     p.add_argument(
         "--strategy",
         choices=[s.name for s in list_strategies()],
@@ -91,6 +96,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=float,
         help="hold out this share of each class as a test split, scored once at the end (no test/ folder; "
         f"default {d.test_fraction:g})",
+    )
+    p.add_argument(
+        "--text-column", help="texts in a CSV/TSV/JSONL: the column holding them (default: guessed)"
+    )
+    p.add_argument(
+        "--label-column", help="texts in a CSV/TSV/JSONL: the column holding labels (default: guessed)"
+    )
+    p.add_argument(
+        "--pooling",
+        choices=["mean", "cls"],
+        help="texts: how word pieces become one vector (default: the encoder's)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     _add_executor(p)
@@ -141,11 +157,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list saved runs")
     p.add_argument("--runs-dir")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("predict", help="classify images with a finished run's best model")
+    p = sub.add_parser("predict", help="classify images (or texts) with a finished run's best model")
     p.add_argument(
         "run", help="a run id or folder, a bundle .zip, an .onnx or a TorchScript file", metavar="TARGET"
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="*", metavar="IMAGE")
+    p.add_argument("--text", action="append", help="a text to classify (repeat for more); text models")
+    p.add_argument("--text-file", help="a UTF-8 file with one text per line; text models")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--runs-dir")
     p.add_argument("--json", action="store_true")
@@ -232,7 +250,8 @@ def _train_config(args: argparse.Namespace) -> Any:
     typed on the command line, then the positional data path."""
     import dataclasses
 
-    from .config import TrainConfig
+    from .config import DEFAULT_TEXT_BACKBONE, TrainConfig
+    from .data import modality_of
     from .errors import ConfigError
 
     base = _read_config(args.config) if args.config else TrainConfig()
@@ -246,6 +265,10 @@ def _train_config(args: argparse.Namespace) -> Any:
         raise ConfigError(
             "Give the data to train on (a folder, a .zip or 'digits'), or --config with a run's config.json."
         )
+    if args.pooling:
+        given["model_kwargs"] = {**base.model_kwargs, "pooling": args.pooling}
+    if "backbone" not in given and not args.config and modality_of(given["data"]) == "text":
+        given["backbone"] = DEFAULT_TEXT_BACKBONE
     # A new run from the terminal is not part of the experiment the config's run belonged to.
     return dataclasses.replace(base, group="", **given)
 
@@ -321,6 +344,7 @@ def _follow(manager: Any, job_id: str, args: argparse.Namespace, started: float)
         f"{st.status}: val accuracy {summary['best_val_acc']:.2%} at epoch {summary['best_epoch']} (kept: "
         f"lowest val loss) of {summary['epochs_run']} in {summary['wall_s']:.1f}s{' on ' + st.node if st.node else ''}"
         + (f"; held-out test accuracy {test:.2%}" if test is not None else "")
+        + (f"; TF-IDF baseline {summary['baseline_acc']:.2%}" if summary["baseline_acc"] is not None else "")
         + f"; weights in {summary['run_dir']}/{Run.WEIGHTS}",
         file=sys.stderr,
     )
@@ -355,6 +379,8 @@ def _summary(manager: Any, job_id: str, started: float) -> dict[str, Any]:
         "device": result.get("device") or st.device,
         "node": st.node or None,
         "feature_cache": result.get("feature_cache"),
+        "baseline_acc": result.get("baseline_acc"),
+        "truncated": result.get("truncated"),
         "dataset": {
             "classes": profile.get("classes"),
             "n_train": profile.get("n_train"),
@@ -374,15 +400,28 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def _backbones(args: argparse.Namespace) -> int:
     from .backbones import list_backbones, weights_status
+    from .text_models import TEXT_BACKBONES, text_weights_status
 
     rows = []
     for spec in list_backbones():
         offline = weights_status(spec)
-        rows.append(spec.to_dict() | {"offline": offline, "offline_ready": offline != "needs download"})
+        rows.append(
+            spec.to_dict()
+            | {"modality": "image", "offline": offline, "offline_ready": offline != "needs download"}
+        )
+    text_rows = []
+    for tspec in TEXT_BACKBONES.values():
+        offline = text_weights_status(tspec)
+        text_rows.append(tspec.to_dict() | {"offline": offline, "offline_ready": offline != "needs download"})
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps(rows + text_rows))
     else:
+        print("Images:")
         print(_table(rows, ["name", "family", "params_m", "top1", "input_size", "offline", "best_for"]))
+        print("\nTexts:")
+        print(
+            _table(text_rows, ["name", "family", "params_m", "layers", "max_length", "offline", "best_for"])
+        )
     return 0
 
 
@@ -392,18 +431,26 @@ def _datasets(args: argparse.Namespace) -> int:
     rows = [
         {
             "name": s.name,
+            "kind": s.modality,
             "classes": s.n_classes,
-            "images": s.n_images,
+            "examples": s.n_images,
             "offline": "yes",
             "description": s.description,
+            "credit": s.credit,
         }
         for s in list_samples()
     ]
     if args.json:
         print(json.dumps(rows))
     else:
-        print(_table(rows, ["name", "classes", "images", "offline", "description"]))
-        print("\nOr pass your own folder of class folders, a train/ + val/ folder, or a .zip of either.")
+        print(_table(rows, ["name", "kind", "classes", "examples", "offline", "description"]))
+        for row in rows:
+            if row["credit"]:
+                print(f"\n{row['name']}: {row['credit']}")
+        print(
+            "\nOr pass your own folder of class folders (images, or one .txt per example), a train/ + "
+            "val/ folder, a .csv/.tsv/.jsonl of texts, or a .zip of any of those."
+        )
     return 0
 
 
@@ -429,18 +476,35 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .predictors import load_predictor, predict_files
+    from .errors import ConfigError
+    from .predictors import load_predictor, predict_files, predict_texts
 
-    results = predict_files(load_predictor(args.run, args.runs_dir), args.images, args.top_k)
+    texts = list(args.text or [])
+    if args.text_file:
+        try:
+            texts += Path(args.text_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Can't read {args.text_file} as UTF-8 text: {exc}.") from exc
+    if bool(texts) == bool(args.images):
+        raise ConfigError("Give image files, or texts with --text / --text-file (not both).")
+    predictor = load_predictor(args.run, args.runs_dir)
+    if texts:
+        results, key = predict_texts(predictor, texts, args.top_k), "text"
+    else:
+        results, key = predict_files(predictor, args.images, args.top_k), "image"
     for row in results:  # the unreadable ones, one line each; the others are still predicted
         if "error" in row:
-            print(f"tl-studio: {row['image']}: {row['error']}", file=sys.stderr)
+            print(
+                f"tl-studio: {row[key] if key == 'image' else repr(row[key][:60])}: {row['error']}",
+                file=sys.stderr,
+            )
     if args.json:
         print(json.dumps(results))
     else:
         for row in results:
             if "top_k" in row:
-                print(f"{row['image']}: " + ", ".join(f"{t['label']} {t['prob']:.1%}" for t in row["top_k"]))
+                shown = row[key] if key == "image" else repr(row[key][:60])
+                print(f"{shown}: " + ", ".join(f"{t['label']} {t['prob']:.1%}" for t in row["top_k"]))
     return 0 if any("top_k" in row for row in results) else EXIT_USER_ERROR
 
 

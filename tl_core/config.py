@@ -13,6 +13,7 @@ from .errors import ConfigError
 from .strategies import STRATEGIES, StrategySpec
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_TEXT_BACKBONE = "all-minilm-l6-v2"
 """Offline, pretrained, fast on a CPU: see ``backbones.BACKBONES``."""
 
 AUGMENT_PRESETS = ("none", "light", "strong")
@@ -52,6 +53,9 @@ class TrainConfig:
     test_fraction: float = 0.0
     """Share of each class held out as a test split, scored once at the end, when the data has
     no test/ folder (0: none)."""
+    text_column: str | None = None
+    """Texts in a table: the column holding them (None: guessed, ``text_data.guess_columns``)."""
+    label_column: str | None = None
     seed: int = 0
     device: str = "auto"
     workers: int | None = None
@@ -83,6 +87,17 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message + ".")
         return out
+
+    def for_modality(self, modality: str) -> TrainConfig:
+        """The same settings for ``text`` or ``image`` data: a backbone of that kind (the
+        default one when the current is of the other kind); texts are neither resized nor
+        augmented."""
+        from .text_models import is_text_backbone
+
+        if modality == "text":
+            moved = self if is_text_backbone(self.backbone) else self.for_backbone(DEFAULT_TEXT_BACKBONE)
+            return replace(moved, image_size=None, augment="none")
+        return self.for_backbone(DEFAULT_BACKBONE) if is_text_backbone(self.backbone) else self
 
     def for_backbone(self, name: str) -> TrainConfig:
         """The same settings on backbone ``name``: a freeze map names the old backbone's layer

@@ -22,6 +22,7 @@ from .errors import DatasetError
 from .images import ImageProblem, load_rgb, thumbnail
 from .paths import studio_home, uploads_root
 from .samples import SAMPLES, materialize_sample
+from .text_data import holds_text, is_table, scan_texts
 
 SPLIT_NAMES: dict[str, tuple[str, ...]] = {
     "train": ("train", "training"),
@@ -68,6 +69,12 @@ class DatasetProfile:
     """Share of usable images that are grey-scale (whatever mode they are stored in)."""
     small_fraction: float | None = None
     """Share of usable images whose shorter side is under ``SMALL_IMAGE_PX``."""
+    modality: str = "image"
+    """``image`` or ``text`` (``text_data``): items are then (text, label) pairs."""
+    encoding: str | None = None
+    """Texts: how the file's bytes were decoded (a fallback is said, never silent)."""
+    columns: list[str] | None = None
+    """Texts from a table: the [text, label] columns used."""
 
     def n(self, split: str) -> int:
         return sum(self.counts.get(split, {}).values())
@@ -185,13 +192,28 @@ def resolve_source(source: str | Path, *, max_zip_bytes: int = DEFAULT_MAX_BYTES
     if not path.exists():
         names = ", ".join(SAMPLES)
         raise DatasetError(
-            f"'{text}' is not a folder, a .zip file or a built-in sample ({names}). Check the path."
+            f"'{text}' is not a folder, a .zip file, a .csv/.tsv/.jsonl file or a built-in sample "
+            f"({names}). Check the path."
         )
     if path.is_file():
+        if is_table(path):
+            return path, "table"
         if path.suffix.lower() != ".zip":
-            raise DatasetError(f"{display_name(path)} is a file but not a .zip: give a folder or a .zip.")
+            raise DatasetError(
+                f"{display_name(path)} is a file but not a .zip, .csv, .tsv or .jsonl: give a folder "
+                "or one of those."
+            )
         return _unwrap(extract_zip(path, _extraction_root(path), max_zip_bytes)), "upload"
     return _unwrap(path), "folder"
+
+
+def modality_of(source: str | Path) -> str:
+    """``text`` or ``image``: what ``scan_dataset`` will find in ``source`` (a sample, a table
+    file, a folder or a zip of either)."""
+    if str(source) in SAMPLES and not Path(str(source)).exists():
+        return SAMPLES[str(source)].modality
+    root, kind = resolve_source(source)
+    return "text" if kind == "table" or holds_text(root) else "image"
 
 
 def _candidate_files(class_dir: Path) -> list[Path]:
@@ -261,8 +283,11 @@ def scan_dataset(
     progress: ProgressFn | None = None,
     workers: int = 4,
     test_fraction: float = 0.0,
+    text_column: str | None = None,
+    label_column: str | None = None,
 ) -> Dataset:
-    """Scan ``source`` and return the usable images per split, with a profile.
+    """Scan ``source`` and return the usable images (or texts, ``text_data``) per split, with a
+    profile. ``text_column``/``label_column`` pick a table's columns (else they are guessed).
 
     Every candidate file is decoded (at reduced size for JPEGs), so corrupt and truncated files
     are found now rather than in the middle of training.
@@ -277,6 +302,17 @@ def scan_dataset(
             f"test_fraction must be at least 0 and leave images to train on, got {test_fraction}."
         )
     root, kind = resolve_source(source, max_zip_bytes=max_zip_bytes)
+    if kind == "table" or holds_text(root):
+        return scan_texts(
+            str(source),
+            root,
+            kind,
+            text_column=text_column,
+            label_column=label_column,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
     # Name an upload as the user knows it, never the internal folder it was unpacked to.
     where = display_name(source) if kind == "upload" else str(root)
     splits = _split_dirs(root)
@@ -329,7 +365,7 @@ def scan_dataset(
     counts = {
         s: {c: len(usable[s].get(c, [])) for c in classes} for s in ("train", "val", "test") if s in usable
     }
-    warnings += _balance_warnings(classes, counts)
+    warnings += balance_warnings(classes, counts)
     profile = DatasetProfile(
         source=str(source),
         root=str(root),
@@ -377,7 +413,9 @@ def _validate_classes(
         )
 
 
-def _balance_warnings(classes: list[str], counts: dict[str, dict[str, int]]) -> list[str]:
+def balance_warnings(
+    classes: list[str], counts: dict[str, dict[str, int]], noun: str = "images"
+) -> list[str]:
     out: list[str] = []
     totals = {c: sum(counts[s][c] for s in counts) for c in classes}
     train = counts["train"]
@@ -386,19 +424,19 @@ def _balance_warnings(classes: list[str], counts: dict[str, dict[str, int]]) -> 
         big = max(train, key=train.__getitem__)
         small = min(train, key=train.__getitem__)
         out.append(
-            f"Classes are imbalanced: '{big}' has {largest} training images, '{small}' only "
+            f"Classes are imbalanced: '{big}' has {largest} training {noun}, '{small}' only "
             f"{smallest} ({largest / smallest:.1f}x). Training uses class weights to compensate; "
-            "more images of the small class help most."
+            f"more {noun} of the small class help most."
         )
     tiny = [c for c in classes if totals[c] < TINY_CLASS]
     if tiny:
         out.append(
             f"Very small class(es): {', '.join(f'{c} ({totals[c]})' for c in tiny)}. With under "
-            f"{TINY_CLASS} images a class is hard to learn and its accuracy is noisy; add more."
+            f"{TINY_CLASS} {noun} a class is hard to learn and its accuracy is noisy; add more."
         )
     for c in classes:
         if counts.get("val", {}).get(c, 0) == 0:
-            out.append(f"Class '{c}' has no validation images, so its accuracy can't be measured.")
+            out.append(f"Class '{c}' has no validation {noun}, so its accuracy can't be measured.")
     return out
 
 

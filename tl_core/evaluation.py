@@ -95,3 +95,24 @@ def cell(df: pd.DataFrame, true: str, predicted: str) -> pd.DataFrame:
     """The images behind one confusion-matrix cell, most confident first."""
     hits = df[(df["true"] == true) & (df["predicted"] == predicted)]
     return hits.sort_values("confidence", ascending=False).reset_index(drop=True)
+
+
+def confident_mistakes(df: pd.DataFrame, n: int = 20) -> pd.DataFrame:
+    """The ``n`` wrong answers the model was surest of, for a text run: a confident mistake is
+    often a mislabelled example, or one the labels can't tell apart."""
+    return text_rows(misclassified(df), n)
+
+
+def text_rows(df: pd.DataFrame, n: int = 20, max_chars: int = 240) -> pd.DataFrame:
+    """The first ``n`` predictions of a text run as a table to read: text (shortened), true,
+    predicted, confidence."""
+    rows = df.head(n)
+    texts = [" ".join(str(t).split()) for t in rows["path"]]
+    return pd.DataFrame(
+        {
+            "text": [t[:max_chars] + ("…" if len(t) > max_chars else "") for t in texts],
+            "true": rows["true"].tolist(),
+            "predicted": rows["predicted"].tolist(),
+            "confidence": rows["confidence"].tolist(),
+        }
+    )

@@ -143,6 +143,12 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
+def offered(modality: str) -> list[str]:
+    """The experiments that make sense on this data: the forgetting meter probes with ImageNet
+    photos, so texts get the pretraining lesson only."""
+    return [k for k, e in EXPERIMENTS.items() if modality != "text" or not e.reads_forgetting]
+
+
 def group_title(group: str) -> str:
     """The experiment a run belongs to, by its group id; empty for a run started alone."""
     exp = EXPERIMENTS.get(group.rsplit("-", 1)[0]) if group else None

@@ -139,6 +139,7 @@ def bundle_bytes(run: Run, include_training_script: bool = True) -> bytes:
     if not run.weights_path.exists():
         raise TLError(f"Run {run.id} has no trained weights to export yet.")
     backbone = run.backbone()
+    text = run.data_config().get("modality") == "text"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.write(run.weights_path, "model.safetensors")
@@ -148,14 +149,46 @@ def bundle_bytes(run: Run, include_training_script: bool = True) -> bytes:
             ("config.json", Run.CONFIG),
             ("backbone.json", Run.BACKBONE),
         ):
-            zf.writestr(name, json.dumps(run.read_json(source), indent=2))
+            data = run.read_json(source)
+            if text and name in ("preprocessing.json", "backbone.json"):
+                data = _bundled_tokenizer(data)
+            zf.writestr(name, json.dumps(data, indent=2))
+        if text:
+            for file in encoder_files(run.data_config()):
+                zf.write(file, f"{TEXT_ENCODER_DIR}/{file.name}")
         zf.writestr("metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics()))
         zf.writestr("MODEL_CARD.md", model_card(run))
-        zf.writestr("predict.py", _template("predict.py"))
-        if include_training_script:
+        zf.writestr("predict.py", _template("predict_text.py" if text else "predict.py"))
+        if include_training_script and not text:
             zf.writestr("train.py", training_script(run))
-        zf.writestr("README.txt", _BUNDLE_README.format(name=backbone.name if backbone else "?", run=run.id))
+        readme = _TEXT_BUNDLE_README if text else _BUNDLE_README
+        zf.writestr("README.txt", readme.format(name=backbone.name if backbone else "?", run=run.id))
     return buf.getvalue()
+
+
+TEXT_ENCODER_DIR = "encoder"
+"""Where a text bundle keeps its encoder's configuration and tokenizer files."""
+
+
+def encoder_files(data_config: dict[str, Any]) -> list[Path]:
+    """The tokenizer and architecture files of a text run's encoder folder: everything but the
+    pretrained weights (the bundle's own ``model.safetensors`` replaces them)."""
+    folder = Path(data_config["tokenizer"])
+    if not folder.is_dir():
+        raise TLError(f"The encoder's files are no longer at {folder}: reinstall its package or prefetch it.")
+    skip = (".safetensors", ".bin", ".h5", ".onnx", ".msgpack", ".ot", ".md")
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.endswith(skip) and not p.name.startswith(".")
+    )
+
+
+def _bundled_tokenizer(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a data config, or backbone.json holding one) pointing at the bundle's encoder folder."""
+    if "data_config" in data:
+        return data | {"data_config": _bundled_tokenizer(data["data_config"])}
+    return data | {"tokenizer": TEXT_ENCODER_DIR}
 
 
 def write_bundle(run: Run, path: str | Path) -> Path:
@@ -176,4 +209,16 @@ preprocessing.json  resize/crop/normalisation the model was trained with (timm d
 config.json         every training setting
 predict.py          python predict.py image.jpg   (needs torch, timm, pillow, safetensors)
 train.py            python train.py DATA_DIR      reproduces the run from scratch
+"""
+
+_TEXT_BUNDLE_README = """Transfer Learning Studio model bundle (text)
+Run: {run}   Encoder: {name}
+
+MODEL_CARD.md       what it was trained on, how well it did (validation and test), its limits
+model.safetensors   the kept epoch's weights: the encoder and the head (no pickle, safe to load)
+encoder/            the encoder's configuration and tokenizer files
+labels.json         class names, in output order
+preprocessing.json  maximum length and pooling the model was trained with
+config.json         every training setting (tl-studio train DATA --config config.json)
+predict.py          python predict.py "a text"   (needs torch, transformers, safetensors)
 """

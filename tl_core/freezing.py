@@ -74,8 +74,9 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
         is_neck.pop()
         tail = body.pop()
         body[-1] = body[-1] + tail
-    groups = [LayerGroup(STEM, body[0])] if body else []
-    groups += [LayerGroup(f"stage {i}", g) for i, g in enumerate(body[1:], start=1)]
+    first, block = getattr(model, "group_labels", (STEM, "stage"))  # a text model: embeddings, layer N
+    groups = [LayerGroup(first, body[0])] if body else []
+    groups += [LayerGroup(f"{block} {i}", g) for i, g in enumerate(body[1:], start=1)]
     groups.append(LayerGroup(HEAD, head))
     return groups
 
@@ -258,7 +259,12 @@ def describe_backbone(
     """Layer groups and parameter totals of ``name`` without loading weights (for the UI)."""
     import timm
 
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **model_kwargs)
+    from .text_models import is_text_backbone, text_architecture
+
+    if is_text_backbone(name):
+        model = text_architecture(name, num_classes)
+    else:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **model_kwargs)
     groups = layer_groups(model)
     totals = {r.name: r.total for r in report(model, groups)}
     return groups, totals

@@ -49,11 +49,16 @@ def _build(
 ) -> nn.Module:
     import timm
 
+    from .text_models import is_text_backbone, rebuild_text_model
+
     if not cfg.backbone or not labels or info is None:
         raise TLError(f"{run.dir} is not a finished run (config, labels or backbone missing).")
-    model = timm.create_model(
-        cfg.backbone, pretrained=False, num_classes=len(labels), **info.model_kwargs, **timm_kwargs
-    )
+    if is_text_backbone(cfg.backbone):
+        model: nn.Module = rebuild_text_model(cfg.backbone, info.data_config, len(labels))
+    else:
+        model = timm.create_model(
+            cfg.backbone, pretrained=False, num_classes=len(labels), **info.model_kwargs, **timm_kwargs
+        )
     if weights:
         model.load_state_dict(run.load_weights())
     return model.eval()
@@ -85,3 +90,12 @@ def predict(loaded: LoadedModel, image: Image.Image | str | Path, top_k: int = 3
     img = image if isinstance(image, Image.Image) else load_rgb(image)
     x = eval_transform(loaded.data_config)(img.convert("RGB"))[None]
     return ranked(loaded.labels, loaded.model(x)[0].float().numpy(), top_k)
+
+
+@torch.no_grad()
+def predict_text(loaded: LoadedModel, text: str, top_k: int = 3) -> list[tuple[str, float]]:
+    """Top-``k`` (label, probability) pairs for one text, tokenized as the run was."""
+    from .text_models import TextBatches, load_tokenizer
+
+    batches = TextBatches(load_tokenizer(loaded.data_config), int(loaded.data_config["max_length"]))
+    return ranked(loaded.labels, loaded.model(batches.encode([text]))[0].float().numpy(), top_k)

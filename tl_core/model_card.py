@@ -68,10 +68,20 @@ class _Facts:
         path = detail.removeprefix("file:")
         if detail.startswith("bundled:"):
             package = detail.removeprefix("bundled:").replace("_", "-")
-            return f"ImageNet weights from the `{package}` package (works offline)"
+            what = "Pretrained weights" if self.text else "ImageNet weights"
+            return f"{what} from the `{package}` package (works offline)"
         if detail.startswith("hub:"):
-            return f"ImageNet weights from the Hugging Face Hub (`{detail.removeprefix('hub:')}`)"
+            what = "Pretrained weights" if self.text else "ImageNet weights"
+            return f"{what} from the Hugging Face Hub (`{detail.removeprefix('hub:')}`)"
         return f"file:{display_name(path)}" if path != detail and _private(path) else detail
+
+    @property
+    def text(self) -> bool:
+        return self.profile.modality == "text"
+
+    @property
+    def things(self) -> str:
+        return "texts" if self.text else "images"
 
     @property
     def scored(self) -> str:
@@ -173,18 +183,20 @@ def _spread(counts: Sequence[int]) -> str:
 # -- the sections ------------------------------------------------------------------------------
 def _front_matter(f: _Facts) -> str:
     """Hugging Face's card metadata, so the card reads right where such cards are shown."""
-    lines = ["---", "library_name: timm", "pipeline_tag: image-classification"]
-    lines.append("tags: [image-classification, transfer-learning, tl-studio]")
+    task = "text-classification" if f.text else "image-classification"
+    lines = ["---", f"library_name: {'transformers' if f.text else 'timm'}", f"pipeline_tag: {task}"]
+    lines.append(f"tags: [{task}, transfer-learning, tl-studio]")
     detail = str(f.backbone.get("weights_detail", ""))
     if detail.startswith("hub:"):
-        lines.append(f"base_model: timm/{detail.removeprefix('hub:').split(' ')[0]}")
+        repo = detail.removeprefix("hub:").split(" ")[0]
+        lines.append(f"base_model: {repo if f.text else 'timm/' + repo}")
     return "\n".join([*lines, "---"])
 
 
 def _intro(f: _Facts) -> str:
     return (
         f"# {f.title}: {f.cfg.backbone}, {f.cfg.strategy}\n\n"
-        f"An image classifier for {len(f.classes)} classes ({_quoted(f.classes)}), trained "
+        f"{'A text' if f.text else 'An image'} classifier for {len(f.classes)} classes ({_quoted(f.classes)}), trained "
         f"with Transfer Learning Studio (run `{f.run.id}`). Everything below "
         "was recorded by that run."
     )
@@ -228,7 +240,15 @@ def _model(f: _Facts) -> str:
 
     spec = BACKBONES.get(f.cfg.backbone)
     about = f" ({spec.family}, {spec.top1}% ImageNet top-1)" if spec else ""
-    size = (f.backbone.get("data_config") or {}).get("input_size", [None, f.cfg.image_size])[-1]
+    data_config = f.backbone.get("data_config") or {}
+    size = data_config.get("input_size", [None, f.cfg.image_size])[-1]
+    library, given = "timm", f"{size}x{size} px, with the preprocessing in `preprocessing.json`"
+    if f.text:
+        library = "Hugging Face transformers"
+        given = (
+            f"texts cut at {data_config.get('max_length')} word pieces by the encoder's own tokenizer, "
+            f"{data_config.get('pooling')}-pooled (see `preprocessing.json`)"
+        )
     phase_rows = [
         [p.name, p.epochs, ", ".join(f"{group} {lr:g}" for group, lr in p.lrs.items())] for p in f.phases
     ]
@@ -242,9 +262,9 @@ def _model(f: _Facts) -> str:
     return "\n\n".join(
         [
             "## Model",
-            f"- Backbone: `{f.cfg.backbone}` from timm{about}\n"
+            f"- Backbone: `{f.cfg.backbone}` from {library}{about}\n"
             f"- Starting weights: {f.weights}\n"
-            f"- Input: {size}x{size} px, with the preprocessing in `preprocessing.json`\n"
+            f"- Input: {given}\n"
             f"- Strategy: `{f.cfg.strategy}`: {STRATEGIES[f.cfg.strategy].summary}",
             "Phases (groups not listed stay frozen):",
             _table(["phase", "epochs", "trainable groups and learning rates"], phase_rows, numeric=[1]),
@@ -259,17 +279,23 @@ def _results(f: _Facts) -> str:
     val_acc = f.status.get("best_val_acc")
     if val_acc is not None:
         out.append(
-            f"- Validation accuracy: **{_pct(val_acc)}** on {f.profile.n_val} images "
+            f"- Validation accuracy: **{_pct(val_acc)}** on {f.profile.n_val} {f.things} "
             f"(epoch {f.result.get('best_epoch', '?')}; this split chose the epoch)"
         )
     test_acc = f.status.get("test_acc")
     if test_acc is not None:
         out.append(
-            f"- Test accuracy: **{_pct(test_acc)}** on {f.profile.n_test} held-out images, scored "
-            "once after training: they chose nothing, so this is the estimate for new images"
+            f"- Test accuracy: **{_pct(test_acc)}** on {f.profile.n_test} held-out {f.things}, scored "
+            f"once after training: they chose nothing, so this is the estimate for new {f.things}"
         )
     else:
         out.append(f"- No test split. {NO_TEST_SPLIT}")
+    baseline = f.result.get("baseline_acc")
+    if baseline is not None:
+        out.append(
+            f"- TF-IDF + logistic regression on the same split, for comparison: {_pct(baseline)} "
+            "validation accuracy (a classical baseline that trains in seconds)"
+        )
     text = "## Results\n\n" + "\n".join(out)
     for split, report in f.reports.items():
         rows = [
@@ -288,23 +314,24 @@ def _limitations(f: _Facts) -> str:
     per_class = [p.counts.get("train", {}).get(c, 0) for c in f.classes]
     scope = "these classes or this data"
     lines = [
-        f"- Intended use: sorting images like the training data into {_quoted(f.classes)}. It has no "
-        '"none of these" answer: any other image still gets one of these labels.',
-        f"- Trained on {p.n_train} images ({_spread(per_class)} per class) from "
-        f"`{f.title}`; not evaluated outside {scope}. Expect lower accuracy on images from other "
-        "cameras, places or sources, and measure on your own before relying on it.",
+        f"- Intended use: sorting {f.things} like the training data into {_quoted(f.classes)}. It has no "
+        f'"none of these" answer: any other {f.things[:-1]} still gets one of these labels.',
+        f"- Trained on {p.n_train} {f.things} ({_spread(per_class)} per class) from "
+        f"`{f.title}`; not evaluated outside {scope}. Expect lower accuracy on {f.things} from other "
+        + ("writers, times, topics or sources" if f.text else "cameras, places or sources")
+        + ", and measure on your own before relying on it.",
     ]
     n_scored = p.n(f.scored)
     if n_scored:
         lines.append(
-            f"- The {'test' if f.scored == 'test' else 'validation'} figures rest on {n_scored} images: "
-            f"one image more or less right moves the accuracy by {100 / n_scored:.1f} points."
+            f"- The {'test' if f.scored == 'test' else 'validation'} figures rest on {n_scored} {f.things}: "
+            f"one {f.things[:-1]} more or less right moves the accuracy by {100 / n_scored:.1f} points."
         )
     lines += _looks(p)
     few = [f"'{c}' ({n})" for c, n in zip(f.classes, per_class, strict=True) if n < TINY_CLASS]
     if few:
         lines.append(
-            f"- Few training images (under {TINY_CLASS}): {', '.join(few)}; their figures are noisy."
+            f"- Few training {f.things} (under {TINY_CLASS}): {', '.join(few)}; their figures are noisy."
         )
     lines += _low_recall(f)
     if f.status.get("test_acc") is None:
@@ -359,6 +386,10 @@ def _reproduce(f: _Facts) -> str:
         f"{where}"
         f"`{config}` (next to this card) holds every setting of the run, including the seed that "
         "drew the split; a flag after it overrides one (e.g. `--epochs 20`), and another data path "
-        "in place of the first argument trains on a copy of the data elsewhere. In a model bundle, "
-        "`python train.py DATA_DIR` does the same with only torch and timm."
+        "in place of the first argument trains on a copy of the data elsewhere."
+        + (
+            ""
+            if f.text
+            else " In a model bundle, `python train.py DATA_DIR` does the same with only torch and timm."
+        )
     )

@@ -350,4 +350,9 @@ def export_run(run: Run, fmt: str, out: str | Path | None = None) -> ExportResul
     path = Path(out) if out else Path(f"{run.id}{SUFFIXES[fmt]}")
     if fmt == "bundle":
         return ExportResult("bundle", str(write_bundle(run, path)), None)
+    if run.data_config().get("modality") == "text":
+        raise TLError(
+            f"Text models export as a bundle (--format bundle: weights, tokenizer, predict.py); "
+            f"{fmt} export is for image models so far."
+        )
     return {"onnx": export_onnx, "torchscript": export_torchscript, "timm": export_timm}[fmt](run, path)

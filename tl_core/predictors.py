@@ -29,14 +29,19 @@ class Predictor:
     kind: str
     labels: list[str]
     data_config: dict[str, Any]
-    logits: Callable[[np.ndarray], np.ndarray]
+    logits: Callable[[Any], np.ndarray]
+    """A preprocessed image batch (N, 3, H, W), or a text model's tokenized batch (a dict)."""
+    encode: Any = None
+    """Text models: the tokenizing collate (``text_models.TextBatches``), loaded with the model."""
 
 
 def _torch_predictor(kind: str, model: Any, labels: list[str], data_config: dict[str, Any]) -> Predictor:
     import torch
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         with torch.no_grad():
+            if isinstance(x, dict):  # a tokenized text batch
+                return model({k: torch.from_numpy(v) for k, v in x.items()}).float().numpy()
             return model(torch.from_numpy(x)).float().numpy()
 
     return Predictor(kind, labels, data_config, run)
@@ -44,9 +49,15 @@ def _torch_predictor(kind: str, model: Any, labels: list[str], data_config: dict
 
 def _from_run(run: Run) -> Predictor:
     from .inference import load_run_model
+    from .text_models import TextBatches, is_text, load_tokenizer
 
     loaded = load_run_model(run)
-    return _torch_predictor("run", loaded.model, loaded.labels, loaded.data_config)
+    predictor = _torch_predictor("run", loaded.model, loaded.labels, loaded.data_config)
+    if is_text(loaded.data_config):
+        predictor.encode = TextBatches(
+            load_tokenizer(loaded.data_config), int(loaded.data_config["max_length"])
+        )
+    return predictor
 
 
 _BUNDLE_FILES = ("model.safetensors", "labels.json", "preprocessing.json", "config.json", "backbone.json")
@@ -57,14 +68,33 @@ def _from_bundle_files(read: Callable[[str], bytes], names: set[str], what: str)
     missing = sorted(set(_BUNDLE_FILES) - names)
     if missing:
         raise TLError(f"{what} is not a model bundle (missing {', '.join(missing)}).")
+    from .export import TEXT_ENCODER_DIR
+
+    encoder = sorted(n for n in names if n.startswith(f"{TEXT_ENCODER_DIR}/") and not n.endswith("/"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         renamed = {"model.safetensors": Run.WEIGHTS, "preprocessing.json": Run.DATA_CONFIG}
         for name in _BUNDLE_FILES:
             (folder / renamed.get(name, name)).write_bytes(read(name))
-        predictor = _from_run(Run(folder))  # the weights are in memory before the folder goes
+        if encoder:  # a text bundle: its tokenizer and architecture, where the run's config finds them
+            (folder / TEXT_ENCODER_DIR).mkdir()
+            for name in encoder:
+                (folder / TEXT_ENCODER_DIR / Path(name).name).write_bytes(read(name))
+            for file in (Run.DATA_CONFIG, Run.BACKBONE):
+                data = json.loads((folder / file).read_text(encoding="utf-8"))
+                _point_at(data, str(folder / TEXT_ENCODER_DIR))
+                (folder / file).write_text(json.dumps(data), encoding="utf-8")
+        predictor = _from_run(Run(folder))  # weights and tokenizer are in memory before the folder goes
     predictor.kind = "bundle"
     return predictor
+
+
+def _point_at(data: dict[str, Any], folder: str) -> None:
+    """A text bundle's data config (or backbone.json holding one) pointing at ``folder``."""
+    if "data_config" in data:
+        _point_at(data["data_config"], folder)
+    elif "tokenizer" in data:
+        data["tokenizer"] = folder
 
 
 def _from_bundle(path: Path) -> Predictor:
@@ -169,4 +199,23 @@ def predict_files(predictor: Predictor, images: Sequence[str], top_k: int = 3) -
             continue
         best = ranked(predictor.labels, predictor.logits(x.astype(np.float32))[0], top_k)
         out.append({"image": image, "top_k": [{"label": label, "prob": prob} for label, prob in best]})
+    return out
+
+
+def predict_texts(predictor: Predictor, texts: Sequence[str], top_k: int = 3) -> list[dict[str, Any]]:
+    """One entry per text, in order: ``{"text", "top_k": [{"label", "prob"}]}``, tokenized as the
+    run was (its tokenizer, its maximum length); ``{"text", "error"}`` for an empty one."""
+    from .inference import ranked
+
+    if predictor.encode is None:
+        raise TLError(f"This model ({predictor.kind}) classifies images: give image files, not --text.")
+    batches = predictor.encode
+    out: list[dict[str, Any]] = []
+    for text in texts:
+        if not text.strip():
+            out.append({"text": text, "error": "empty text"})
+            continue
+        enc = {k: v.numpy() for k, v in batches.encode([text]).items()}
+        best = ranked(predictor.labels, predictor.logits(enc)[0], top_k)
+        out.append({"text": text, "top_k": [{"label": label, "prob": prob} for label, prob in best]})
     return out

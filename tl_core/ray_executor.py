@@ -363,6 +363,8 @@ class RayExecutor:
         too large and must be on a shared path."""
         import ray
 
+        if dataset.profile.modality == "text":
+            return None  # the texts travel inside the scan itself
         key, nbytes = data_fingerprint(dataset)
         if nbytes > self.max_data_bytes:
             return None

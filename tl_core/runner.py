@@ -103,17 +103,19 @@ def scan(cfg: TrainConfig, reporter: Reporter) -> Any:
     from .data import scan_dataset
 
     def scanning(done: int, total: int) -> None:
-        reporter.update(stage="scanning images", stage_done=done, stage_total=total)
+        reporter.update(stage="scanning the data", stage_done=done, stage_total=total)
         if reporter.stop.is_set():
             raise Stopped
 
-    reporter.update(stage="scanning images")
+    reporter.update(stage="scanning the data")
     return scan_dataset(
         cfg.data,
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
         seed=cfg.seed,
         progress=scanning,
+        text_column=cfg.text_column,
+        label_column=cfg.label_column,
     )
 
 
@@ -127,6 +129,8 @@ def _dataset(spec: JobSpec, cfg: TrainConfig, reporter: Reporter) -> tuple[Any, 
     from .transfer import missing_files
 
     recorded = Dataset.from_dict(spec.dataset)
+    if recorded.profile.modality == "text":
+        return recorded, recorded  # the scan holds the texts themselves: no files to find
     if spec.data_root is not None:
         return recorded.moved_to(spec.data_root), recorded
     missing = missing_files(recorded)
@@ -139,6 +143,20 @@ def _dataset(spec: JobSpec, cfg: TrainConfig, reporter: Reporter) -> tuple[Any, 
     return recorded, recorded
 
 
+def check_modality(modality: str, backbone: str) -> None:
+    """Texts need a text backbone and images an image one: say so before anything loads."""
+    from .errors import ConfigError
+    from .text_models import TEXT_BACKBONES, is_text_backbone
+
+    if (modality == "text") != is_text_backbone(backbone):
+        if modality == "text":
+            raise ConfigError(
+                f"This data is text, and {backbone} is an image backbone: pick a text backbone "
+                f"({', '.join(TEXT_BACKBONES)})."
+            )
+        raise ConfigError(f"This data is images, and {backbone} is a text backbone: pick an image backbone.")
+
+
 def _prepare(spec: JobSpec, reporter: Reporter, run: Run) -> Prepared:
     """Get the data, build the backbone, pick the device and record them in the run folder."""
     from .backbones import create_backbone
@@ -149,7 +167,10 @@ def _prepare(spec: JobSpec, reporter: Reporter, run: Run) -> Prepared:
     seed_everything(cfg.seed)
     dataset, recorded = _dataset(spec, cfg, reporter)
     profile = dataset.profile
+    check_modality(profile.modality, cfg.backbone)
     cfg = dataclasses.replace(cfg, image_size=cfg.image_size or profile.suggested_image_size)
+    if profile.modality == "text":
+        cfg = dataclasses.replace(cfg, augment="none", image_size=None)  # neither applies to texts
     reporter.update(stage="loading backbone")
     model, info = create_backbone(
         cfg.backbone,
@@ -178,13 +199,15 @@ def _train(spec: JobSpec, reporter: Reporter, run: Run, prep: Prepared) -> Any:
 
     cfg, dataset, model, info = prep.cfg, prep.dataset, prep.model, prep.info
     # ForgettingMeter's on_fit_end must come after BestWeights restored the weights it measures.
-    callbacks: list[Callback] = [
-        StopOnEvent(reporter.stop),
-        BestWeights(),
-        JobProgress(reporter, run),
-        ForgettingMeter(run, info),
-        FeatureSnapshots(run, prep.recorded.items["val"]),  # after BestWeights: "after" is the saved model
-    ]
+    text = dataset.profile.modality == "text"
+    callbacks: list[Callback] = [StopOnEvent(reporter.stop), BestWeights(), JobProgress(reporter, run)]
+    if not text:  # the lessons' measurements probe with photos
+        callbacks += [
+            ForgettingMeter(run, info),
+            FeatureSnapshots(
+                run, prep.recorded.items["val"]
+            ),  # after BestWeights: "after" is the saved model
+        ]
     if spec.time_limit_s:
         callbacks.append(TimeLimit(spec.time_limit_s))  # last: its clock starts after the measuring
     if cfg.patience:
@@ -201,6 +224,8 @@ def _train(spec: JobSpec, reporter: Reporter, run: Run, prep: Prepared) -> Any:
         weights_id=info.weights_detail,
     )
     result = trainer.fit()
+    if text:
+        _text_extras(trainer, result, reporter)
     if result.epochs_run:
         reporter.update(stage="evaluating")
         probs = trainer.predict("val").numpy()
@@ -219,6 +244,19 @@ def _train(spec: JobSpec, reporter: Reporter, run: Run, prep: Prepared) -> Any:
         }
         run.save_weights(model.state_dict(), metadata=meta)
     return result
+
+
+def _text_extras(trainer: Any, result: Any, reporter: Reporter) -> None:
+    """The TF-IDF baseline on the same split, and how many texts were cut at the maximum length."""
+    from .text_baseline import tfidf_baseline
+    from .text_models import TextBatches, load_tokenizer
+
+    items = trainer.dataset.items
+    reporter.update(stage="training the TF-IDF baseline")
+    result.baseline_acc = tfidf_baseline(items["train"], items["val"]).accuracy
+    dc = trainer.data_config
+    batches = trainer.text_batches or TextBatches(load_tokenizer(dc), dc["max_length"])
+    result.truncated = batches.truncated([t for s in ("train", "val") for t, _ in items[s]])
 
 
 def _lr_find(spec: JobSpec, reporter: Reporter, run: Run, prep: Prepared) -> Any:

@@ -219,7 +219,7 @@ NO_TEST_SPLIT = (
 )
 
 
-def test_split_note(test_fraction: float | None) -> str:
+def test_split_note(test_fraction: float | None, things: str = "images") -> str:
     """The data page's word on the test split it offers."""
     if test_fraction:
         return (
@@ -228,6 +228,20 @@ def test_split_note(test_fraction: float | None) -> str:
         )
     return (
         "Without a test split, the validation accuracy also chooses the best epoch, so it is a "
-        "little optimistic. Holding out 10-20% costs training images; with a few dozen per class, "
+        f"little optimistic. Holding out 10-20% costs training {things}; with a few dozen per class, "
         "keep them for training."
     )
+
+
+def noun(modality: str, plural: bool = True) -> str:
+    """What the data is made of, for labels: "images" or "texts"."""
+    word = "text" if modality == "text" else "image"
+    return word + "s" if plural else word
+
+
+def sample_credit(name: str) -> str:
+    """Where a built-in sample comes from and on what terms (empty for none)."""
+    from .samples import SAMPLES
+
+    spec = SAMPLES.get(name)
+    return spec.credit if spec else ""

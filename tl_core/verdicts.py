@@ -267,3 +267,28 @@ def forgetting_verdict(runs: Sequence[ExperimentRun], budget_s: float, n_classes
     else:
         parts.append("Accuracy on your data was about the same.")
     return " ".join(parts)
+
+
+BASELINE_TIE = 0.01
+"""Within a point of each other, the two are a tie: validation accuracy is that noisy."""
+
+
+def baseline_verdict(model_acc: float, baseline_acc: float, backbone: str) -> tuple[str, str]:
+    """(``info``/``success``, text): the transformer against TF-IDF + logistic regression on the
+    same split, said honestly whichever wins (seed 002's "when not to transfer")."""
+    versus = f"{backbone} {pct(model_acc)} against TF-IDF + logistic regression {pct(baseline_acc)}"
+    if model_acc - baseline_acc >= BASELINE_TIE:
+        return "success", (
+            f"Transfer learning pays here: {versus}, {_points(model_acc - baseline_acc)} better. The "
+            "encoder brings what word counts can't see: meaning, paraphrase, word order."
+        )
+    if baseline_acc - model_acc >= BASELINE_TIE:
+        lead = f"{_points(baseline_acc - model_acc)} better"
+    else:
+        lead = "as good"
+    return "info", (
+        f"The classical baseline is {lead}: {versus}. On texts whose class shows in their keywords "
+        "(topics, spam), counting words is enough, trains in seconds and explains itself. A "
+        "transformer pays when meaning isn't in the keywords (sarcasm, paraphrase, intent) or with "
+        "very few examples; fine-tuning its top layers may close the gap."
+    )

@@ -231,17 +231,23 @@ def _scans() -> _LRU:
     return _LRU(MAX_SCANS)
 
 
-def scan(
-    source: str, val_fraction: float = 0.2, seed: int = 0, progress: Any = None, test_fraction: float = 0.0
-) -> Any:
-    """Scan once per workspace, source and split; "Rescan" on the data page calls ``clear_scans``."""
+def scan(source: str, cfg: TrainConfig, progress: Any = None) -> Any:
+    """Scan once per workspace, source, split and text columns; "Rescan" on the data page calls
+    ``clear_scans``."""
     from tl_core.data import scan_dataset
 
-    key = (workspace_id(), source, val_fraction, seed, test_fraction)
+    split = (cfg.val_fraction, cfg.seed, cfg.test_fraction, cfg.text_column, cfg.label_column)
+    key = (workspace_id(), source, *split)
     found = _scans().get(key)
     if found is None:
         found = scan_dataset(
-            source, val_fraction=val_fraction, seed=seed, progress=progress, test_fraction=test_fraction
+            source,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+            progress=progress,
+            test_fraction=cfg.test_fraction,
+            text_column=cfg.text_column,
+            label_column=cfg.label_column,
         )
         _scans().put(key, found)
     return found
@@ -288,8 +294,7 @@ def dataset() -> Any | None:
     if not source:
         return None
     try:
-        cfg = config()
-        return scan(source, cfg.val_fraction, cfg.seed, test_fraction=cfg.test_fraction)
+        return scan(source, config())
     except TLError:
         return None
 
@@ -432,6 +437,14 @@ def describe(backbone: str, n_classes: int) -> Any:
     return describe_backbone(backbone, n_classes)
 
 
+@st.cache_data(show_spinner="Counting word pieces…", max_entries=8)
+def over_length(backbone: str, texts: tuple[str, ...]) -> tuple[int, int] | None:
+    """How many texts ``backbone`` would cut, and where (None: its tokenizer isn't here)."""
+    from tl_core.text_models import over_length as count
+
+    return count(backbone, texts)
+
+
 @st.cache_resource(show_spinner="Measuring this machine's speed…")
 def device_rate() -> float:
     from tl_core.estimates import device_gmacs_per_second
@@ -474,7 +487,7 @@ def pick_run() -> Any | None:
     return Run(chosen)
 
 
-def confusion_block(preds: Any, labels: list[str], key: str | None = None) -> None:
+def confusion_block(preds: Any, labels: list[str], key: str | None = None, things: str = "images") -> None:
     """The confusion matrix with its one-line reading guide (Results and the Room board).
 
     With ``key``, a click on a cell chooses it: the cell lives in ``st.session_state`` under
@@ -491,7 +504,7 @@ def confusion_block(preds: Any, labels: list[str], key: str | None = None) -> No
         st.caption(guide)
         st.plotly_chart(confusion_matrix(matrix, labels), width="stretch")
         return
-    st.caption(guide + " Click a cell to see its images below.")
+    st.caption(guide + f" Click a cell to see its {things} below.")
 
     def clicked() -> None:
         cell = confusion_cell(st.session_state[f"{key}-click"]["selection"]["points"])

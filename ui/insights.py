@@ -248,3 +248,62 @@ def feature_space_block(run: Any) -> None:
                 st.image(thumbnail(path, 96), caption=by_path.get(path) or _name(path))
             except ImageProblem:
                 st.caption(f"{_name(path)} (no longer readable)")
+
+
+# -- texts -------------------------------------------------------------------------------------------
+CELL_TEXTS = 20
+_CONFIDENCE = {"confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)}
+
+
+def text_results(run: Any, preds: Any, model_acc: float, key: str) -> None:
+    """A text run's Results: the texts behind a confusion-matrix cell, the TF-IDF baseline, the
+    most confident mistakes, and a box to try a text (images get Grad-CAM and the feature space
+    instead)."""
+    from tl_core.evaluation import cell, confident_mistakes, text_rows
+    from tl_core.inference import predict_text
+    from tl_core.verdicts import baseline_verdict
+
+    labels = run.labels()
+    st.subheader("Look inside the confusion matrix")
+    a, b = st.columns(2)
+    true = a.selectbox("True class", labels, key=f"{key}-true")
+    pred = b.selectbox(
+        "Predicted as", labels, key=f"{key}-pred", help="The same class shows the correct ones."
+    )
+    hits = text_rows(cell(preds, true, pred), n=CELL_TEXTS)
+    if hits.empty:
+        st.caption(f"No validation text of {true} was predicted as {pred}.")
+    else:
+        st.dataframe(hits, hide_index=True, width="stretch", column_config=_CONFIDENCE)
+    result = run.status().get("result") or {}
+    st.subheader("Against a classical baseline")
+    if result.get("baseline_acc") is not None:
+        kind, verdict = baseline_verdict(model_acc, result["baseline_acc"], run.config().backbone)
+        (st.success if kind == "success" else st.info)(verdict)
+    truncated, n = result.get("truncated"), len(run.split().get("train", [])) + len(preds)
+    if truncated:
+        st.caption(
+            f"{truncated} of {n} texts were longer than {run.data_config()['max_length']} word "
+            "pieces and were cut there (the model only read their beginning)."
+        )
+    st.subheader("Most confident mistakes")
+    mistakes = confident_mistakes(preds)
+    if mistakes.empty:
+        st.success("No validation text is misclassified.")
+    else:
+        st.caption("Wrong answers the model was surest of: often mislabelled texts, or classes that overlap.")
+        st.dataframe(mistakes, hide_index=True, width="stretch", column_config=_CONFIDENCE)
+    st.subheader("Try it")
+    with st.form("try-text"):  # a form sends the text with the click, typed or pasted
+        text = st.text_area("A text to classify", placeholder="Type or paste a text…")
+        asked = st.form_submit_button("Classify")
+    if asked and not text.strip():
+        st.caption("Type or paste a text first.")
+    elif asked:
+        try:
+            for label, prob in predict_text(
+                ui.loaded_model(str(run.dir)), text, top_k=min(5, len(run.labels()))
+            ):
+                st.progress(prob, text=f"{label}: {prob:.1%}")
+        except TLError as exc:
+            ui.error(exc)

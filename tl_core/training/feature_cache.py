@@ -48,15 +48,19 @@ class FeatureCache:
 
     def key(self, trainer: Trainer, kind: str, split: str) -> str:
         """Changes whenever the outputs could: what is cached, weights, preprocessing, device,
-        precision, or any file."""
+        precision, or any file (or text)."""
         digest = hashlib.sha256()
         cfg, device = trainer.cfg, trainer.device
         ident = [kind, cfg.backbone, trainer.weights_id, trainer.data_config, cfg.model_kwargs, device.device]
         ident += [str(device.amp_dtype), device.channels_last, trainer.fold_batchnorm]
         digest.update(json.dumps(ident, sort_keys=True, default=str).encode())
-        for path, label in trainer.dataset.items[split]:
-            st = os.stat(path)
-            digest.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        text = trainer.dataset.profile.modality == "text"
+        for item, label in trainer.dataset.items[split]:
+            if text:  # the item is the text itself
+                digest.update(f"{item}\0{label}\n".encode())
+                continue
+            st = os.stat(item)
+            digest.update(f"{item}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return f"{split}-{digest.hexdigest()[:32]}"
 
     def _load(self, file: Path, device: str) -> Pair | None:

@@ -30,6 +30,7 @@ from ..frozen_prefix import Split, Suffix
 from ..image_dataset import DECODED_CACHE_BYTES, ImageDataset, TensorBatches, decode_all
 from ..modes import eval_mode
 from ..preprocessing import eval_transform, sends_uint8, train_transform
+from ..text_models import TextBatches, is_text, load_tokenizer
 from .loop import Inputs
 
 if TYPE_CHECKING:
@@ -76,6 +77,17 @@ def image_loader(trainer: Trainer, split: str, training: bool) -> DataLoader:
         pin_memory=trainer.device.pin_memory,
         persistent_workers=workers > 0,
     )
+
+
+def text_loader(trainer: Trainer, split: str, training: bool) -> DataLoader:
+    """(text, label) rows, tokenized a batch at a time and padded to that batch's longest text
+    (``text_models.TextBatches``). No workers: a fast tokenizer keeps up, and forked workers
+    would fight over its threads."""
+    if trainer.text_batches is None:
+        trainer.text_batches = TextBatches(
+            load_tokenizer(trainer.data_config), trainer.data_config["max_length"]
+        )
+    return _loader(trainer, trainer.dataset.items[split], training, collate_fn=trainer.text_batches)
 
 
 def tensor_loader(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, shuffle: bool) -> DataLoader:
@@ -132,8 +144,8 @@ def features(trainer: Trainer, split: str) -> tuple[torch.Tensor, torch.Tensor] 
 def frozen_split(trainer: Trainer) -> Split | None:
     """The bottom of the network that no phase trains, when the images are fixed (no
     augmentation) so that its output is too: run once instead of every epoch."""
-    if trainer.cfg.augment != "none" or not trainer.reuse_frozen_prefix:
-        return None
+    if trainer.cfg.augment != "none" or not trainer.reuse_frozen_prefix or is_text(trainer.data_config):
+        return None  # texts: each batch is padded to its own length, so there is no fixed map to keep
     lrs = (p.lrs for p in trainer.phases)
     trainable = ever_trained(trainer.model, trainer.groups, lrs, trainer.cfg.train_bn)
     with trainer.autocast():
@@ -155,7 +167,7 @@ def sample(trainer: Trainer) -> torch.Tensor:
 def frozen_forward(trainer: Trainer, module: nn.Module) -> nn.Module:
     """``module`` (never trained in this run) with its batch norms folded when that checks out
     (``bn_folding``, in float32), for the passes that run it once over every image."""
-    if not trainer.fold_batchnorm:
+    if not trainer.fold_batchnorm or is_text(trainer.data_config):  # transformers: no batch norm
         return module
     return bn_folding.folded(module, sample(trainer)) or module
 
@@ -185,6 +197,8 @@ def _maps(trainer: Trainer, split: Split) -> Inputs | None:
 def _images(trainer: Trainer) -> Inputs | None:
     n = _batches(trainer, "train") + _batches(trainer, "val")
     trainer.units_total = trainer.units_done + trainer.epochs_total * n
+    if is_text(trainer.data_config):
+        return Inputs("texts", trainer.model, trainer.loader("train", True), trainer.loader("val", False))
     if trainer.keep_decoded and trainer.epochs_total > 1:
         budget = DECODED_CACHE_BYTES
         for split in ("train", "val"):

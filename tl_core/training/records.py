@@ -39,8 +39,12 @@ class TrainResult:
     test_acc: float | None = None
     """On the held-out test split, measured once after training; None without one."""
     inputs: str = "images"
-    """What the epochs trained on: ``features``, ``maps`` (the frozen prefix's output) or
-    ``images``."""
+    """What the epochs trained on: ``features``, ``maps`` (the frozen prefix's output),
+    ``images`` or ``texts``."""
+    baseline_acc: float | None = None
+    """Texts: TF-IDF + logistic regression on the same split (``text_baseline``), to compare."""
+    truncated: int | None = None
+    """Texts: how many training and validation texts were cut at the model's maximum length."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from ..errors import TrainingFailed
 from ..freezing import LayerGroup, report
 from ..runs import RunStatus
 from ..strategies import Phase, plan_phases
+from ..text_models import is_text
 from . import inputs as make_inputs
 from .callbacks import Callback
 from .feature_cache import FeatureCache
@@ -82,6 +83,8 @@ class Trainer:
         """``image_dataset.decode_all``'s arrays per split, when kept."""
         self.inputs: Inputs | None = None
         self.pixel_stats: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.text_batches: Any = None
+        """Texts: the tokenizing collate (``text_models.TextBatches``), made once."""
         labels = [label for _, label in dataset.items["train"]]
         weights = class_weights(labels, len(dataset.classes), self.cfg.class_weights)
         self.criterion = nn.CrossEntropyLoss(
@@ -117,11 +120,15 @@ class Trainer:
         return self.cfg.workers if self.cfg.workers is not None else default_workers(self.device.device)
 
     def loader(self, split: str, training: bool) -> DataLoader:
+        if is_text(self.data_config):
+            return make_inputs.text_loader(self, split, training)
         return make_inputs.image_loader(self, split, training)
 
-    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+    def to_device(self, x: Any) -> Any:
         """A loader's batch on the device, as the network takes it: uint8 pixels from data
         workers (``inputs.image_loader``) are normalised here."""
+        if isinstance(x, Mapping):  # a tokenized text batch
+            return {k: v.to(self.device.device, non_blocking=True) for k, v in x.items()}
         x = x.to(self.device.device, non_blocking=True)
         if x.dtype == torch.uint8:
             if self.pixel_stats is None:
