@@ -1,7 +1,6 @@
 """Data: choose the images (or texts), then see what the scan found (classes, splits, problems)."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -12,7 +11,7 @@ from tl_core.archive import save_files, save_upload
 from tl_core.charts import class_counts
 from tl_core.data import thumbnails
 from tl_core.errors import TLError
-from tl_core.text_data import is_table, table_columns, text_examples
+from tl_core.text_data import text_examples
 from ui import capture as camera
 
 ui.require_workspace()
@@ -97,8 +96,9 @@ if st.session_state.get("data_source"):
     cfg = ui.config()
     chosen = st.session_state["data_source"]
     try:
-        if is_table(Path(chosen)):  # which column is which: guessed, then the user's call
-            columns, text_guess, label_guess = table_columns(chosen)
+        table = ui.table_file(chosen)
+        if table is not None:  # which column is which: guessed, then the user's call
+            columns, text_guess, label_guess = ui.table_columns(table)
             left, right = st.columns(2)
             text_col = left.selectbox(
                 "Text column",

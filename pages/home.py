@@ -43,6 +43,7 @@ if ws is not None:
         st.markdown("**Try it now** with 1,797 handwritten digits built into the app. Works offline.")
         if st.button("Start with the sample dataset", type="primary", width="stretch"):
             ui.set_data("digits", "digits (built-in sample)")
+            st.session_state["data_choice"] = "Built-in sample (digits)"
             st.switch_page(ui.PAGES["data"])
     with right:
         st.markdown("**Bring your own**: a zip or folder with one sub-folder of images per class.")

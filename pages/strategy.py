@@ -16,6 +16,7 @@ from tl_core.advisor import (
 from tl_core.charts import ladder
 from tl_core.config import AUGMENT_PRESETS, STRATEGIES
 from tl_core.devices import detect_device
+from tl_core.errors import TLError
 
 ui.sidebar()
 ui.require_workspace()
@@ -101,10 +102,14 @@ cols[4].metric("Batch size", rec.batch_size)
 st.markdown("**Why:**\n" + "\n".join(f"- {line}" for line in rec.why))
 
 if st.button("Accept recommendation", type="primary"):
-    groups, _ = ui.describe(cfg.backbone, len(p.classes))
-    body = [g.name for g in groups if g.name != "head"]
-    ui.update_config(**apply_recommendation(rec, cfg, body).to_dict())
-    st.switch_page(ui.PAGES["backbone"])
+    try:
+        groups, _ = ui.describe(cfg.backbone, len(p.classes))
+    except TLError as exc:
+        ui.error(exc, "Pick a backbone that is on this machine on the Backbone page first.")
+    else:
+        body = [g.name for g in groups if g.name != "head"]
+        ui.update_config(**apply_recommendation(rec, cfg, body).to_dict())
+        st.switch_page(ui.PAGES["backbone"])
 
 with st.expander("Override: choose the settings yourself"):
     strategy = st.selectbox(

@@ -20,7 +20,11 @@ st.title("4. Freeze & train")
 ds = ui.require_dataset()
 cfg = ui.config()
 n_classes = len(ds.classes)
-groups, totals = ui.describe(cfg.backbone, n_classes)
+try:
+    groups, totals = ui.describe(cfg.backbone, n_classes)
+except TLError as exc:  # a hub encoder not on this machine yet: its layers can't be counted
+    ui.error(exc, "Pick a backbone that is on this machine on the Backbone page.")
+    st.stop()
 names = [g.name for g in groups]
 
 text = ds.profile.modality == "text"

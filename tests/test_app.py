@@ -675,3 +675,19 @@ def test_text_pages_speak_of_texts(tmp_path: Path) -> None:
     assert pooling.value == "mean"
     pooling.set_value("cls").run()
     assert at.session_state["config"]["model_kwargs"] == {"pooling": "cls"}
+
+
+def test_an_encoder_not_on_this_machine_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from test_text import sentences, write_csv
+
+    from tl_core.config import TrainConfig
+
+    data = write_csv(tmp_path / "reviews.csv", sentences(10))
+    cfg = TrainConfig(data=str(data), backbone="distilbert-base-uncased")
+    at = page(
+        app(data_source=str(data), data_choice="Upload a text file (CSV, TSV, JSONL)", config=asdict(cfg)),
+        "train",
+    )
+    assert any("prefetch distilbert-base-uncased" in e.value for e in at.error)

@@ -433,3 +433,114 @@ def test_lessons_offer_texts_only_what_applies() -> None:
 
     assert offered("image") == list(EXPERIMENTS)
     assert offered("text") == ["pretraining"]  # the forgetting meter probes with ImageNet photos
+
+
+# -- what the review of the first version found ---------------------------------------------
+
+
+def test_a_table_beside_class_folders_is_an_image_datasets_side_file(tmp_path: Path) -> None:
+    from conftest import make_class_folders
+
+    root = make_class_folders(tmp_path / "pets", {"red": 4, "blue": 4})
+    (root / "labels.csv").write_text("file,label\nred/0.png,red\n", encoding="utf-8")
+    assert modality_of(root) == "image" and scan_dataset(root).profile.modality == "image"
+
+
+def test_awkward_tables_still_read(tmp_path: Path) -> None:
+    rows = sentences(4)
+    long = tmp_path / "long.csv"  # one article far over csv's default 128 KB field limit
+    write_csv(long, [("word " * 40_000, "sport"), *rows])
+    assert max(len(t) for s in scan_dataset(long).items.values() for t, _ in s) > 150_000
+    semi = tmp_path / "excel.csv"  # Excel where the decimal mark is a comma
+    semi.write_text("text;label\n" + "".join(f"{t};{y}\n" for t, y in rows), encoding="utf-8")
+    assert scan_dataset(semi).profile.columns == ["text", "label"]
+    sep = tmp_path / "sep.jsonl"  # U+2028 is legal inside a JSON string
+    sep.write_text(
+        "\n".join(json.dumps({"text": t + "\u2028more", "label": y}, ensure_ascii=False) for t, y in rows)
+    )
+    assert scan_dataset(sep).profile.n_train + scan_dataset(sep).profile.n_val == 12
+    marked = tmp_path / "marked.csv"  # only the test rows are marked
+    with marked.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(
+            [("text", "label", "split")]
+            + [(t, y, "test" if i % 4 == 0 else "") for i, (t, y) in enumerate(sentences(8))]
+        )
+    counts = {s: sum(c.values()) for s, c in scan_dataset(marked).profile.counts.items()}
+    assert counts["test"] == 6 and counts["train"] + counts["val"] == 18
+
+
+def test_the_longest_named_column_is_the_text() -> None:
+    from tl_core.text_data import Table, guess_columns
+
+    rows = [{"Class Index": str(i % 4), "Title": f"Title {i}", "Description": "a much longer description " * 5}
+            for i in range(20)]  # fmt: skip
+    assert guess_columns(Table(["Class Index", "Title", "Description"], rows, "utf-8", [])) == (
+        "Description",
+        "Class Index",
+    )
+
+
+def test_given_splits_lose_val_and_test_leaks() -> None:
+    from tl_core.text_data import leave_out_leaks
+
+    items = {"train": [("a", 0)], "val": [("a", 0), ("b", 1)], "test": [("b", 1), ("c", 0)]}
+    warnings = leave_out_leaks(items)
+    assert items == {"train": [("a", 0)], "val": [("b", 1)], "test": [("c", 0)]} and len(warnings) == 2
+
+
+def test_the_baseline_copes_with_texts_without_words() -> None:
+    from tl_core.text_baseline import tfidf_baseline
+
+    for a, b in (("a", "b"), ("😀", "😡"), ("我爱北京天安门", "今天天气很好")):
+        result = tfidf_baseline([(a, 0), (b, 1)] * 30, [(a, 0), (b, 1)])
+        assert result is not None and result.accuracy == 1.0
+
+
+def test_a_moved_encoder_folder_is_found_again() -> None:
+    from tl_core.errors import WeightsUnavailable
+    from tl_core.text_models import encoder_folder
+
+    moved = {"tokenizer": "/gone/away", "encoder": "all-minilm-l6-v2"}
+    assert (encoder_folder(moved) / "tokenizer.json").is_file()
+    with pytest.raises(WeightsUnavailable, match="prefetch bert-base-uncased"):
+        encoder_folder({"tokenizer": "/gone/away", "encoder": "bert-base-uncased"})
+
+
+def test_pooling_stays_with_text_backbones(tmp_path: Path) -> None:
+    from tl_core.config import TrainConfig
+    from tl_core.experiments import pretraining_runs
+
+    cfg = TrainConfig(backbone="all-minilm-l6-v2", model_kwargs={"pooling": "cls"}, text_column="body")
+    assert cfg.for_modality("image").model_kwargs == {}
+    assert all(c.text_column == "body" for _, c in pretraining_runs(cfg))  # lessons keep the columns
+    out = cli("train", "digits", "--pooling", "cls", "--epochs", "1", home=tmp_path)
+    assert out.returncode == 2 and "Pooling is a text encoder's setting" in out.stderr
+
+
+def test_bundles_zipped_or_unzipped_answer_as_the_run(tmp_path: Path) -> None:
+    from tl_core.errors import TLError
+    from tl_core.export import write_bundle
+    from tl_core.jobs import JobManager
+    from tl_core.predictors import load_predictor, predict_files, predict_texts
+    from tl_core.runs import Run
+
+    manager = JobManager(tmp_path / "runs", executor="thread")
+    cfg = tiny_text_config(write_csv(tmp_path / "t.csv", sentences(8)))
+    snap = manager.wait(manager.submit(cfg), timeout=120)
+    assert snap.status == "completed", snap.error
+    bundle = write_bundle(Run(snap.run_dir), tmp_path / "b.zip")
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    texts = ["goal match", "bank profit"]
+    answers = [predict_texts(load_predictor(t), texts) for t in (snap.run_dir, bundle, tmp_path / "unzipped")]
+    assert answers[0] == answers[1] == answers[2]
+    with pytest.raises(TLError, match="classifies texts"):
+        predict_files(load_predictor(bundle), ["x.png"])
+
+
+def tiny_text_config(data: Path, **kw: object):
+    from tl_core.config import TrainConfig
+
+    return TrainConfig(
+        **({"data": str(data), "backbone": "test_bert", "weights": "none", "epochs": 2, "batch_size": 8} | kw)
+    )

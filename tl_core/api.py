@@ -13,8 +13,13 @@ from .runs import RunStatus
 def train(data: str = "digits", manager: JobManager | None = None, **settings: Any) -> JobStatus:
     """Train on ``data`` with ``TrainConfig`` defaults (override any field as a keyword) and
     block until done. Goes through the ``JobManager``, exactly like the UI and the CLI."""
+    from .data import modality_of
+
     manager = manager or get_job_manager()
-    job_id = manager.submit(TrainConfig(data=data, **settings))
+    cfg = TrainConfig(data=data, **settings)
+    if "backbone" not in settings:  # the default backbone of the data's kind
+        cfg = cfg.for_modality(modality_of(data))
+    job_id = manager.submit(cfg)
     status = manager.wait(job_id)
     if status.status == RunStatus.FAILED:
         raise TLError(status.error or "training failed")

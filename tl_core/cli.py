@@ -434,6 +434,7 @@ def _datasets(args: argparse.Namespace) -> int:
             "kind": s.modality,
             "classes": s.n_classes,
             "examples": s.n_images,
+            "images": s.n_images if s.modality == "image" else 0,
             "offline": "yes",
             "description": s.description,
             "credit": s.credit,

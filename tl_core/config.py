@@ -102,9 +102,14 @@ class TrainConfig:
     def for_backbone(self, name: str) -> TrainConfig:
         """The same settings on backbone ``name``: a freeze map names the old backbone's layer
         groups, so ``unfreeze`` and the group LRs are dropped (``unfreeze_top`` still applies)."""
+        from .text_models import is_text_backbone
+
         if name == self.backbone:
             return self
-        return replace(self, backbone=name, unfreeze=None, group_lrs={})
+        kwargs = self.model_kwargs
+        if not is_text_backbone(name):  # pooling is a text encoder's setting: timm refuses it
+            kwargs = {k: v for k, v in kwargs.items() if k != "pooling"}
+        return replace(self, backbone=name, unfreeze=None, group_lrs={}, model_kwargs=kwargs)
 
     @property
     def spec(self) -> StrategySpec:

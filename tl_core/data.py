@@ -22,7 +22,7 @@ from .errors import DatasetError
 from .images import ImageProblem, load_rgb, thumbnail
 from .paths import studio_home, uploads_root
 from .samples import SAMPLES, materialize_sample
-from .text_data import holds_text, is_table, scan_texts
+from .text_data import holds_text, is_table, scan_texts, table_in
 
 SPLIT_NAMES: dict[str, tuple[str, ...]] = {
     "train": ("train", "training"),
@@ -205,6 +205,15 @@ def resolve_source(source: str | Path, *, max_zip_bytes: int = DEFAULT_MAX_BYTES
             )
         return _unwrap(extract_zip(path, _extraction_root(path), max_zip_bytes)), "upload"
     return _unwrap(path), "folder"
+
+
+def table_file(source: str | Path) -> Path | None:
+    """The CSV/TSV/JSONL file behind ``source`` (the file itself, or the one a zip or a folder
+    holds), for the Data page's column pickers; None for anything else."""
+    if str(source) in SAMPLES and not Path(str(source)).exists():
+        return None
+    root, kind = resolve_source(source)
+    return root if kind == "table" else table_in(root)
 
 
 def modality_of(source: str | Path) -> str:

@@ -50,6 +50,8 @@ _GROUP = re.compile(r"^[a-z][a-z-]*-[0-9a-f]{8}$")
 _KEPT_FROM_USER = (
     "data",
     "data_label",
+    "text_column",
+    "label_column",
     "backbone",
     "image_size",
     "seed",

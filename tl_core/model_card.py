@@ -230,7 +230,9 @@ def _layout(p: DatasetProfile) -> str:
     held = [f"{p.val_fraction:.0%} of each class for validation"] if p.val_fraction else []
     held += [f"{p.test_fraction:.0%} of the rest for testing"] if p.test_fraction else []
     seed = f", seed {p.seed}" if p.seed is not None else ""
-    what = "a built-in sample" if p.layout == "sample" else "class folders"
+    if p.layout == "table" and not p.val_fraction:
+        return "a table with its own split column"
+    what = {"sample": "a built-in sample", "table": "a table"}.get(p.layout, "class folders")
     return f"{what}, split here: {' and '.join(held) or 'as stored'}{seed}"
 
 

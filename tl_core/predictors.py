@@ -109,7 +109,7 @@ def _from_folder(path: Path) -> Predictor:
     config = path / "config.json"
     if config.is_file() and "architecture" in json.loads(config.read_text(encoding="utf-8")):
         return _from_timm_folder(path)
-    names = {p.name for p in path.iterdir() if p.is_file()}
+    names = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}  # encoder/ too
     return _from_bundle_files(lambda name: (path / name).read_bytes(), names, str(path))
 
 
@@ -188,6 +188,11 @@ def predict_files(predictor: Predictor, images: Sequence[str], top_k: int = 3) -
     from .images import ImageProblem, load_rgb
     from .inference import ranked
     from .preprocessing import eval_transform
+
+    if predictor.encode is not None:
+        raise TLError(
+            f"This model ({predictor.kind}) classifies texts: give them with --text or --text-file."
+        )
 
     transform = eval_transform(predictor.data_config)  # lists from JSON become timm's tuples there
     out: list[dict[str, Any]] = []

@@ -157,6 +157,16 @@ def check_modality(modality: str, backbone: str) -> None:
         raise ConfigError(f"This data is images, and {backbone} is a text backbone: pick an image backbone.")
 
 
+def check_model_kwargs(backbone: str, model_kwargs: dict[str, Any]) -> None:
+    from .errors import ConfigError
+    from .text_models import is_text_backbone
+
+    if "pooling" in model_kwargs and not is_text_backbone(backbone):
+        raise ConfigError(
+            f"Pooling is a text encoder's setting; {backbone} is an image backbone: drop --pooling."
+        )
+
+
 def _prepare(spec: JobSpec, reporter: Reporter, run: Run) -> Prepared:
     """Get the data, build the backbone, pick the device and record them in the run folder."""
     from .backbones import create_backbone
@@ -168,6 +178,7 @@ def _prepare(spec: JobSpec, reporter: Reporter, run: Run) -> Prepared:
     dataset, recorded = _dataset(spec, cfg, reporter)
     profile = dataset.profile
     check_modality(profile.modality, cfg.backbone)
+    check_model_kwargs(cfg.backbone, cfg.model_kwargs)
     cfg = dataclasses.replace(cfg, image_size=cfg.image_size or profile.suggested_image_size)
     if profile.modality == "text":
         cfg = dataclasses.replace(cfg, augment="none", image_size=None)  # neither applies to texts
@@ -224,7 +235,7 @@ def _train(spec: JobSpec, reporter: Reporter, run: Run, prep: Prepared) -> Any:
         weights_id=info.weights_detail,
     )
     result = trainer.fit()
-    if text:
+    if text and result.epochs_run and not reporter.stop.is_set():
         _text_extras(trainer, result, reporter)
     if result.epochs_run:
         reporter.update(stage="evaluating")
@@ -253,7 +264,8 @@ def _text_extras(trainer: Any, result: Any, reporter: Reporter) -> None:
 
     items = trainer.dataset.items
     reporter.update(stage="training the TF-IDF baseline")
-    result.baseline_acc = tfidf_baseline(items["train"], items["val"]).accuracy
+    baseline = tfidf_baseline(items["train"], items["val"])
+    result.baseline_acc = baseline.accuracy if baseline else None
     dc = trainer.data_config
     batches = trainer.text_batches or TextBatches(load_tokenizer(dc), dc["max_length"])
     result.truncated = batches.truncated([t for s in ("train", "val") for t, _ in items[s]])

@@ -20,9 +20,11 @@ class Baseline:
     """Distinct words and word pairs it weighed."""
 
 
-def tfidf_baseline(train: Sequence[tuple[str, int]], val: Sequence[tuple[str, int]]) -> Baseline:
-    """Word unigrams and bigrams, sublinear term frequency, words seen at least twice; a
-    logistic regression with scikit-learn's defaults otherwise (no tuning on validation)."""
+def tfidf_baseline(train: Sequence[tuple[str, int]], val: Sequence[tuple[str, int]]) -> Baseline | None:
+    """Word unigrams and bigrams (one-letter words too), sublinear term frequency, words seen at
+    least twice; a logistic regression with scikit-learn's defaults otherwise (no tuning on
+    validation). Texts without words (emoji, unspaced Chinese or Japanese) fall back to character
+    n-grams; None when even those find nothing."""
     import time
 
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -30,8 +32,17 @@ def tfidf_baseline(train: Sequence[tuple[str, int]], val: Sequence[tuple[str, in
 
     t0 = time.perf_counter()
     texts, labels = [t for t, _ in train], np.array([y for _, y in train])
-    vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2 if len(texts) >= 50 else 1)
-    x = vectorizer.fit_transform(texts)
+    min_df = 2 if len(texts) >= 50 else 1
+    words = {"token_pattern": r"(?u)\b\w+\b", "ngram_range": (1, 2)}
+    for options in (words | {"min_df": min_df}, {"analyzer": "char_wb", "ngram_range": (1, 3), "min_df": 1}):
+        vectorizer = TfidfVectorizer(sublinear_tf=True, **options)
+        try:
+            x = vectorizer.fit_transform(texts)
+            break
+        except ValueError:  # "empty vocabulary": nothing this analyzer calls a word
+            continue
+    else:
+        return None
     model = LogisticRegression(max_iter=2000).fit(x, labels)
     pred = model.predict(vectorizer.transform([t for t, _ in val]))
     accuracy = float(np.mean(pred == np.array([y for _, y in val])))

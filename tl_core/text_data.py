@@ -77,6 +77,10 @@ def read_table(path: Path) -> Table:
 
 
 def _read_delimited(text: str, delimiter: str, encoding: str, name: str) -> Table:
+    first = text.split("\n", 1)[0]
+    if delimiter == "," and first.count(";") > first.count(","):
+        delimiter = ";"  # what Excel writes where the decimal mark is a comma
+    csv.field_size_limit(MAX_TABLE_BYTES)  # the default 128 KB would refuse a long article
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[dict[str, str]] = []
     starts: list[int] = []
@@ -112,7 +116,8 @@ def _read_jsonl(text: str, encoding: str, name: str) -> Table:
     rows: list[dict[str, str]] = []
     starts: list[int] = []
     columns: dict[str, None] = {}
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit in a JSON string
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -149,7 +154,10 @@ def guess_columns(table: Table) -> tuple[str, str]:
 
     sample = table.rows[:2000]
     mean_len = {c: sum(len(r.get(c, "")) for r in sample) / max(len(sample), 1) for c in cols}
-    text = named(TEXT_HINTS) or max(cols, key=mean_len.__getitem__)
+    longest = max(cols, key=mean_len.__getitem__)
+    hinted = [c for c in cols if c.lower().strip() in TEXT_HINTS]
+    best_hinted = max(hinted, key=mean_len.__getitem__, default=None)
+    text = best_hinted if best_hinted and mean_len[longest] <= 2 * mean_len[best_hinted] else longest
     distinct = {c: len({r.get(c, "") for r in sample}) for c in cols if c != text}
     label = named(LABEL_HINTS, exclude=text) or min(
         (c for c in distinct if distinct[c] >= 2), key=distinct.__getitem__, default=None
@@ -194,8 +202,9 @@ def from_table(table: Table, text_column: str | None, label_column: str | None, 
         if not label:
             ex.skipped.append((where, "no label"))
             continue
-        split = SPLIT_VALUES.get(row.get(split_col, "").strip().lower()) if split_col else None
-        if split_col and split is None:
+        given = row.get(split_col, "").strip().lower() if split_col else ""
+        split = SPLIT_VALUES.get(given)
+        if given and split is None:  # blank: split here, with the rows that give none
             ex.skipped.append((where, f"split '{row.get(split_col, '')}' is not train, val or test"))
             continue
         ex.texts.append(text.strip())
@@ -250,22 +259,35 @@ def holds_text(folder: Path) -> bool:
 
 
 def table_in(folder: Path) -> Path | None:
-    """The one table file in ``folder``, or in its lone subfolder (a zipped ``data/reviews.csv``)."""
+    """The table file that is ``folder``'s only content, or its lone subfolder's (a zipped
+    ``data/reviews.csv``). A table beside class folders (``cats/ dogs/ labels.csv``) is an image
+    dataset's side file, not texts."""
     if not folder.is_dir():
         return None
     children = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
-    tables = [p for p in children if is_table(p)]
-    if len(tables) == 1:
-        return tables[0]
+    if len(children) == 1 and is_table(children[0]):
+        return children[0]
     if len(children) == 1 and children[0].is_dir():
         return table_in(children[0])
     return None
 
 
-def duplicates_across(items: dict[str, list[tuple[str, int]]]) -> dict[str, int]:
-    """Per held-out split, how many of its texts also appear in training."""
+def leave_out_leaks(items: dict[str, list[tuple[str, int]]]) -> list[str]:
+    """Validation texts that training also holds, and test texts that training or validation
+    hold, leave their split (a given split can leak; one made here never does). Warnings."""
+    warnings = []
     seen = {text for text, _ in items.get("train", [])}
-    return {s: sum(t in seen for t, _ in rows) for s, rows in items.items() if s != "train"}
+    for split, earlier in (("val", "training"), ("test", "training or validation")):
+        rows = items.get(split, [])
+        kept = [(t, y) for t, y in rows if t not in seen]
+        if len(kept) < len(rows):
+            items[split] = kept
+            warnings.append(
+                f"{len(rows) - len(kept)} {split} text(s) also appear in {earlier}; they were left out "
+                f"of {split}, or its accuracy would reward memorising them."
+            )
+        seen |= {t for t, _ in kept}
+    return warnings
 
 
 def scan_texts(
@@ -305,7 +327,7 @@ def scan_texts(
         )
     index = {c: i for i, c in enumerate(classes)}
     given = {s for s in ex.splits if s is not None}
-    if given and "train" not in given:
+    if given and "train" not in given and None not in ex.splits:
         raise DatasetError(f"{name} gives {', '.join(sorted(given))} splits but no train split.")
     # Copies of a text split as one: both in training, or both held out (else validation
     # would reward memorising). Each distinct text is a unit, under its first occurrence's label.
@@ -338,18 +360,13 @@ def scan_texts(
     repeated = sum(len(v) - 1 for v in copies.values())
     if repeated:
         conflicting = sum(len({ex.labels[i] for i in v}) > 1 for v in copies.values())
+        where = "given splits" if given else "the split made here"
         warnings.append(
-            f"{repeated} text(s) are copies of another; each copy stays in the same split as its original"
+            f"{repeated} text(s) are copies of another; in {where} no copy is held out while "
+            "another trains"
             + (f" ({conflicting} text(s) carry different labels: check them)." if conflicting else ".")
         )
-    for split, n in duplicates_across(items).items():
-        if n:
-            seen = {t for t, _ in items["train"]}
-            items[split] = [(t, y) for t, y in items[split] if t not in seen]
-            warnings.append(
-                f"{n} {split} text(s) also appear in training; they were left out of {split}, "
-                "or its accuracy would reward memorising them."
-            )
+    warnings += leave_out_leaks(items)
     counts = {s: {c: sum(1 for _, y in items[s] if y == index[c]) for c in classes} for s in items}
     no_train = [c for c in classes if not counts["train"][c]]
     if no_train:

@@ -297,6 +297,7 @@ def create_text_backbone(
     nn.init.zeros_(model.head.bias)
     data_config = {
         "modality": "text",
+        "encoder": spec.name,
         "tokenizer": str(folder),
         "max_length": max_length,
         "pooling": model.pooling,
@@ -320,11 +321,28 @@ def _build_encoder(folder: Path, pretrained: bool) -> nn.Module:
         return build()
 
 
+def encoder_folder(data_config: Mapping[str, Any]) -> Path:
+    """Where a run's encoder files are: the folder it trained from, else (a cleaned cache, a
+    moved venv, another machine) the same encoder's bundled or cached folder here."""
+    folder = Path(data_config["tokenizer"])
+    if (folder / "config.json").is_file():
+        return folder
+    spec = TEXT_BACKBONES.get(data_config.get("encoder", ""))
+    found = spec and (bundled_folder(spec) or hub_cached_folder(spec))
+    if found:
+        return found
+    name = data_config.get("encoder") or "the encoder"
+    raise WeightsUnavailable(
+        f"{name}'s tokenizer and configuration are no longer at {folder}. Reinstall its package or "
+        f"run `tl-studio prefetch {name}`; a model bundle carries its own copy."
+    )
+
+
 def load_tokenizer(data_config: Mapping[str, Any]) -> Any:
     from transformers import AutoTokenizer
 
     with _quiet():
-        return AutoTokenizer.from_pretrained(data_config["tokenizer"])
+        return AutoTokenizer.from_pretrained(encoder_folder(data_config))
 
 
 class TextBatches:
@@ -371,7 +389,7 @@ def rebuild_text_model(name: str, data_config: Mapping[str, Any], num_classes: i
         encoder, _ = _test_encoder()
     else:
         with _quiet():
-            encoder = _build_encoder(Path(data_config["tokenizer"]), pretrained=False)
+            encoder = _build_encoder(encoder_folder(data_config), pretrained=False)
     return TextClassifier(encoder, num_classes, data_config.get("pooling", "mean"))
 
 

@@ -214,8 +214,8 @@ TEST_SCORE_HELP = (
 )
 NO_TEST_SPLIT = (
     "These figures are on the validation split, which also chose the best epoch: they are a "
-    "little optimistic. For an honest score, give the data a test/ folder the model never sees "
-    "until the end."
+    "little optimistic. For an honest score, give the data a test/ folder (texts: test rows in a "
+    "split column) the model never sees until the end, or hold out a test split on the Data page."
 )
 
 

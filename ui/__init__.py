@@ -437,6 +437,23 @@ def describe(backbone: str, n_classes: int) -> Any:
     return describe_backbone(backbone, n_classes)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def table_file(source: str) -> str | None:
+    """The table behind a data source (a zip unpacks once: its folder is named by its hash)."""
+    from tl_core.data import table_file as find
+
+    found = find(source)
+    return str(found) if found else None
+
+
+@st.cache_data(show_spinner="Reading the columns…", max_entries=16)
+def table_columns(path: str) -> tuple[list[str], str | None, str | None]:
+    """An upload's columns and the guessed pair, read once (uploads are named by their content)."""
+    from tl_core.text_data import table_columns as read
+
+    return read(path)
+
+
 @st.cache_data(show_spinner="Counting word pieces…", max_entries=8)
 def over_length(backbone: str, texts: tuple[str, ...]) -> tuple[int, int] | None:
     """How many texts ``backbone`` would cut, and where (None: its tokenizer isn't here)."""
