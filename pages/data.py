@@ -118,8 +118,8 @@ if st.session_state.get("data_source"):
                 cfg = ui.update_config(text_column=text_col, label_column=label_col)
         elif cfg.text_column or cfg.label_column:
             cfg = ui.update_config(text_column=None, label_column=None)
-    except TLError as exc:
-        ui.error(exc, "Fix the file (or pick another source) and it will be read again.")
+    except TLError:
+        pass  # the scan below reads the same source and says what is wrong, once
     bar = st.progress(0.0, text="Scanning…")
     try:
         ds = ui.scan(

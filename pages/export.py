@@ -66,20 +66,22 @@ st.download_button(
     mime="application/zip",
     type="primary",
 )
-if text:
-    st.caption(
-        "ONNX, TorchScript, the timm folder and the standalone train.py are for image models so far; "
-        "`tl-studio train DATA --config config.json` (the bundle's config) retrains a text model."
-    )
-    st.stop()
 st.markdown(
-    "**ONNX / TorchScript / timm**: the model alone, for onnxruntime (phones, browsers, servers), "
+    "**ONNX**: the model alone, for onnxruntime, with inputs `input_ids` and `attention_mask`; its "
+    "tokenizer, labels, preprocessing and model card ride in the file's metadata, so "
+    '`tl-studio predict model.onnx --text "…"` needs nothing beside it. Checked against the model on '
+    "validation texts before you get it. (TorchScript, the timm folder and the standalone train.py "
+    "are for image models; `tl-studio train DATA --config config.json` retrains a text model.)"
+    if text
+    else "**ONNX / TorchScript / timm**: the model alone, for onnxruntime (phones, browsers, servers), "
     "`torch.jit.load`, or timm itself. Each is checked against the model on real validation images "
     "before you get it, and carries its labels, preprocessing and model card. The timm folder (zipped) loads with "
     "`timm.create_model('local-dir:PATH', pretrained=True)`, and timm's `push_to_hf_hub` can put it on "
     "the Hugging Face Hub."
 )
-formats = (("onnx", "ONNX"), ("torchscript", "TorchScript"), ("timm", "timm"))
+formats = (
+    (("onnx", "ONNX"),) if text else (("onnx", "ONNX"), ("torchscript", "TorchScript"), ("timm", "timm"))
+)
 for column, (fmt, name) in zip(st.columns(len(formats)), formats, strict=True):
     with column:
         built = model_export.saved_export(run, fmt)
@@ -100,6 +102,8 @@ for column, (fmt, name) in zip(st.columns(len(formats)), formats, strict=True):
                 file_name=file_name,
                 key=f"download-{fmt}",
             )
+if text:
+    st.stop()
 st.markdown(
     "**Training script**: a standalone `train.py` (torch + timm only). It opens with this run's plan "
     "as the freeze map shows it (layer groups by module, phases, learning rates) and ends with the "

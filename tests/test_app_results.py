@@ -252,3 +252,30 @@ def test_a_held_out_test_split_is_shown_as_such_and_its_absence_is_explained(
     without = results(trained(color_folders, epochs=1))
     assert "Test accuracy (held out)" not in [m.label for m in without.metric]
     assert ui_text.NO_TEST_SPLIT in [c.value for c in without.caption]
+
+
+def test_a_text_runs_results_and_export(tmp_path: Path) -> None:
+    """Results for texts: the cell's texts, the baseline's verdict, the confident mistakes, a
+    text box to try; Export offers the bundle and ONNX only."""
+    from test_text import sentences, write_csv
+
+    data = write_csv(tmp_path / "reviews.csv", sentences(10))
+    run = trained(data, backbone="test_bert", image_size=None, epochs=2)
+    at = results(run)
+    heads = [h.value for h in at.subheader]
+    assert {"Look inside the confusion matrix", "Against a classical baseline", "Try it"} <= set(heads)
+    assert "Grad-CAM" not in " ".join(heads)
+    assert any("TF-IDF + logistic regression" in x.value for x in [*at.info, *at.success])
+    assert at.text_area[0].label == "A text to classify"
+    at.text_area[0].input("goal match striker")
+    at.button[-1].click().run()  # the form's Classify
+    assert not at.exception
+    bars = [b.proto.text for b in at.get("progress")]
+    assert len(bars) == 3 and all(
+        ": " in b and b.endswith("%") for b in bars
+    )  # every class, most likely first
+    at.switch_page("pages/export.py")
+    at.run()
+    assert not at.exception
+    labels = [b.label for b in at.button]
+    assert "Build ONNX" in labels and "Build TorchScript" not in labels

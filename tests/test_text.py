@@ -517,10 +517,11 @@ def test_pooling_stays_with_text_backbones(tmp_path: Path) -> None:
     assert out.returncode == 2 and "Pooling is a text encoder's setting" in out.stderr
 
 
-def test_bundles_zipped_or_unzipped_answer_as_the_run(tmp_path: Path) -> None:
+def test_bundles_zipped_unzipped_and_onnx_answer_as_the_run(tmp_path: Path) -> None:
     from tl_core.errors import TLError
     from tl_core.export import write_bundle
     from tl_core.jobs import JobManager
+    from tl_core.model_export import export_run, parity_text
     from tl_core.predictors import load_predictor, predict_files, predict_texts
     from tl_core.runs import Run
 
@@ -531,9 +532,20 @@ def test_bundles_zipped_or_unzipped_answer_as_the_run(tmp_path: Path) -> None:
     bundle = write_bundle(Run(snap.run_dir), tmp_path / "b.zip")
     with zipfile.ZipFile(bundle) as zf:
         zf.extractall(tmp_path / "unzipped")
-    texts = ["goal match", "bank profit"]
-    answers = [predict_texts(load_predictor(t), texts) for t in (snap.run_dir, bundle, tmp_path / "unzipped")]
+    onnx_file = export_run(Run(snap.run_dir), "onnx", tmp_path / "m.onnx")
+    assert onnx_file.parity is not None and onnx_file.parity.top1_agreement == 1.0
+    assert "validation texts" in parity_text(onnx_file.parity)
+    texts = ["goal match", "bank profit and shares in a much longer text than the other"]
+    targets = (snap.run_dir, bundle, tmp_path / "unzipped", tmp_path / "m.onnx")
+    answers = [predict_texts(load_predictor(t), texts) for t in targets]
     assert answers[0] == answers[1] == answers[2]
+    for onnx_row, run_row in zip(answers[3], answers[0], strict=True):  # onnxruntime: rounding only
+        assert [t["label"] for t in onnx_row["top_k"]] == [t["label"] for t in run_row["top_k"]]
+        assert [t["prob"] for t in onnx_row["top_k"]] == pytest.approx(
+            [t["prob"] for t in run_row["top_k"]], abs=1e-5
+        )
+    with pytest.raises(TLError, match="for image models"):
+        export_run(Run(snap.run_dir), "torchscript", tmp_path / "m.pt")
     with pytest.raises(TLError, match="classifies texts"):
         predict_files(load_predictor(bundle), ["x.png"])
 

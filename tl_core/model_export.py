@@ -52,8 +52,10 @@ class Parity:
     """How closely an export reproduces the torch model, on real validation images."""
 
     images: int
+    """How many validation examples were compared (images, or texts: ``unit``)."""
     max_abs_logit_diff: float
     top1_agreement: float
+    unit: str = "images"
 
 
 @dataclass
@@ -127,6 +129,17 @@ def _metadata(
     }
 
 
+def _onnx() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise TLError(
+            'ONNX export needs onnx, onnxscript and onnxruntime: pip install -e ".[export]".'
+        ) from None
+    return onnx, onnxruntime
+
+
 def export_onnx(run: Run, out: Path) -> ExportResult:
     """ONNX with a dynamic batch dimension (input ``image``, output ``logits``), checked with
     onnxruntime."""
@@ -134,13 +147,7 @@ def export_onnx(run: Run, out: Path) -> ExportResult:
 
     from .inference import load_run_model
 
-    try:
-        import onnx
-        import onnxruntime as ort
-    except ImportError:
-        raise TLError(
-            'ONNX export needs onnx, onnxscript and onnxruntime: pip install -e ".[export]".'
-        ) from None
+    onnx, ort = _onnx()
     loaded = load_run_model(run)
     batch = _validation_batch(run, loaded)
     with torch.no_grad():
@@ -164,6 +171,60 @@ def export_onnx(run: Run, out: Path) -> ExportResult:
         parity = _parity(expected, torch.from_numpy(got), "ONNX")
         model = onnx.load(str(raw))
     onnx.helper.set_model_props(model, _metadata(run, loaded, parity))
+    write_atomic(out, model.SerializeToString())
+    return ExportResult("onnx", str(out), parity)
+
+
+def export_text_onnx(run: Run, out: Path) -> ExportResult:
+    """A text model as ONNX (inputs ``input_ids`` and ``attention_mask``, dynamic batch and
+    length, output ``logits``), checked with onnxruntime on validation texts. Its tokenizer rides
+    in the metadata, so the one file predicts texts (``predictors``)."""
+    import torch
+
+    from .inference import load_run_model
+    from .text_models import StandaloneTokenizer, TextBatches, load_tokenizer
+
+    onnx, ort = _onnx()
+    loaded = load_run_model(run)
+    tokenizer = load_tokenizer(loaded.data_config)
+    max_length = int(loaded.data_config["max_length"])
+    texts = [t for t, _ in run.split().get("val", [])][:PARITY_IMAGES]
+    batch = TextBatches(tokenizer, max_length).encode(texts)
+    inputs = (batch["input_ids"], batch["attention_mask"])
+
+    class Logits(torch.nn.Module):  # ONNX takes tensors, not the tokenizer's dict
+        def __init__(self, model: torch.nn.Module):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.model({"input_ids": input_ids, "attention_mask": attention_mask})
+
+    net = Logits(loaded.model).eval()
+    with torch.no_grad():
+        expected = net(*inputs)
+    shape = {
+        0: torch.export.Dim("batch", min=1, max=4096),
+        1: torch.export.Dim("length", min=1, max=max_length),
+    }
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        raw = Path(tmp) / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                net, inputs, dynamo=True, input_names=["input_ids", "attention_mask"],
+                output_names=["logits"], dynamic_shapes=(shape, shape), verbose=False,
+            )  # fmt: skip
+        program.save(str(raw))
+        session = ort.InferenceSession(str(raw), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"input_ids": inputs[0].numpy(), "attention_mask": inputs[1].numpy()})[0]
+        parity = dataclasses.replace(_parity(expected, torch.from_numpy(got), "ONNX"), unit="texts")
+        model = onnx.load(str(raw))
+    loaded.data_config = dict(loaded.data_config, tokenizer="tokenizer.json in this file's metadata")
+    meta = _metadata(run, loaded, parity) | {
+        "tokenizer.json": json.dumps(StandaloneTokenizer.parts(tokenizer))
+    }
+    onnx.helper.set_model_props(model, meta)
     write_atomic(out, model.SerializeToString())
     return ExportResult("onnx", str(out), parity)
 
@@ -323,7 +384,7 @@ def download_bytes(result: ExportResult, name: str) -> bytes:
 def parity_text(check: Parity) -> str:
     """How an export was checked, in one sentence (the CLI, the Export page)."""
     return (
-        f"Checked on {check.images} validation images: top-1 agreement {check.top1_agreement:.0%}, "
+        f"Checked on {check.images} validation {check.unit}: top-1 agreement {check.top1_agreement:.0%}, "
         f"largest logit difference {check.max_abs_logit_diff:.1e}"
     )
 
@@ -351,8 +412,10 @@ def export_run(run: Run, fmt: str, out: str | Path | None = None) -> ExportResul
     if fmt == "bundle":
         return ExportResult("bundle", str(write_bundle(run, path)), None)
     if run.data_config().get("modality") == "text":
+        if fmt == "onnx":
+            return export_text_onnx(run, path)
         raise TLError(
-            f"Text models export as a bundle (--format bundle: weights, tokenizer, predict.py); "
-            f"{fmt} export is for image models so far."
+            f"Text models export as a bundle (weights, tokenizer, predict.py) or as ONNX; {fmt} is "
+            "for image models."
         )
     return {"onnx": export_onnx, "torchscript": export_torchscript, "timm": export_timm}[fmt](run, path)

@@ -124,6 +124,19 @@ def _from_onnx(path: Path) -> Predictor:
         raise TLError(f"{path.name} was not exported by the studio: it carries no labels.")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    if "tokenizer.json" in meta:  # a text model: its tokenizer rides in the metadata
+        from .text_models import StandaloneTokenizer
+
+        pre, parts = json.loads(meta["preprocessing.json"]), json.loads(meta["tokenizer.json"])
+        return Predictor(
+            "onnx",
+            json.loads(meta["labels.json"]),
+            pre,
+            lambda batch: session.run(None, {k: np.asarray(v, dtype=np.int64) for k, v in batch.items()})[0],
+            encode=StandaloneTokenizer(
+                parts["json"], int(pre["max_length"]), parts["pad_id"], parts["pad_token"]
+            ),
+        )
     return Predictor(
         "onnx",
         json.loads(meta["labels.json"]),

@@ -406,3 +406,28 @@ def text_architecture(name: str, num_classes: int) -> TextClassifier:
             f"`tl-studio prefetch {name}` while online, or pick all-minilm-l6-v2."
         )
     return rebuild_text_model(name, {"tokenizer": str(folder), "pooling": spec.pooling}, num_classes)
+
+
+class StandaloneTokenizer:
+    """A fast tokenizer from its JSON alone (the ``tokenizers`` library), padded and cut as
+    ``TextBatches`` does: what an ONNX export carries, so the one file predicts texts."""
+
+    def __init__(self, json_text: str, max_length: int, pad_id: int, pad_token: str):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(json_text)
+        self.tokenizer.enable_truncation(max_length)
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+
+    @staticmethod
+    def parts(tokenizer: Any) -> dict[str, Any]:
+        """What to store of a transformers fast tokenizer to rebuild it here."""
+        return {"json": tokenizer.backend_tokenizer.to_str(), "pad_id": tokenizer.pad_token_id,
+                "pad_token": tokenizer.pad_token}  # fmt: skip
+
+    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        out = self.tokenizer.encode_batch(list(texts))
+        return {
+            "input_ids": torch.tensor([e.ids for e in out]),
+            "attention_mask": torch.tensor([e.attention_mask for e in out]),
+        }
