@@ -153,7 +153,7 @@ if ds is not None:
     cols[3].metric(f"Test {things}", p.n_test, help=ui_text.TEST_SCORE_HELP)
     cols[4].metric("Skipped texts" if p.modality == "text" else "Skipped files", len(p.skipped))
     if p.modality == "text":
-        cut = ui.over_length(cfg.backbone, tuple(t for split in ds.items.values() for t, _ in split))
+        cut = ui.over_length(cfg.backbone, chosen, cfg, ds)
         if cut is not None and cut[0]:
             st.info(
                 f"{cut[0]} of {p.n_train + p.n_val + p.n_test} texts are longer than {cut[1]} word pieces, "

@@ -66,9 +66,9 @@ def pack(
     return out.to(device)
 
 
-def fits(decoded: Sequence[np.ndarray], data_config: dict[str, Any], max_bytes: int = DEVICE_BYTES) -> bool:
+def fits(n_images: int, data_config: dict[str, Any], max_bytes: int = DEVICE_BYTES) -> bool:
     _, side, _ = _resize_and_crops(data_config)
-    return len(decoded) * 3 * side * side <= max_bytes
+    return n_images * 3 * side * side <= max_bytes
 
 
 def normalize(
@@ -153,9 +153,9 @@ class DeviceBatches:
     on the device for training or centre-cropped already (validation)."""
 
     pixels: torch.Tensor
-    labels: torch.Tensor
     order: Any
-    """Yields (indices, labels) batches: ``training.inputs.tensor_loader`` over indices."""
+    """Yields (indices, labels) batches on the device: ``training.inputs.tensor_loader`` over
+    indices and labels."""
     data_config: dict[str, Any]
     generator: torch.Generator | None = None
     """Set for training: the augmentation's random numbers, on the device."""
@@ -166,8 +166,7 @@ class DeviceBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         size = int(self.data_config["input_size"][-1])
         stats = mean_std(self.data_config, self.pixels.device)
-        for idx, _ in self.order:
-            idx = idx.to(self.pixels.device)
+        for idx, y in self.order:
             batch = self.pixels[idx]
             x = augment(batch, size, self.generator) if self.generator is not None else batch
-            yield normalize(x, self.data_config, stats), self.labels[idx]
+            yield normalize(x, self.data_config, stats), y

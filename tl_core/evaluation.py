@@ -106,11 +106,12 @@ def confident_mistakes(df: pd.DataFrame, n: int = 20) -> pd.DataFrame:
 def text_rows(df: pd.DataFrame, n: int = 20, max_chars: int = 240) -> pd.DataFrame:
     """The first ``n`` predictions of a text run as a table to read: text (shortened), true,
     predicted, confidence."""
+    from .text_data import shorten
+
     rows = df.head(n)
-    texts = [" ".join(str(t).split()) for t in rows["path"]]
     return pd.DataFrame(
         {
-            "text": [t[:max_chars] + ("…" if len(t) > max_chars else "") for t in texts],
+            "text": [shorten(t, max_chars) for t in rows["path"]],
             "true": rows["true"].tolist(),
             "predicted": rows["predicted"].tolist(),
             "confidence": rows["confidence"].tolist(),

@@ -23,6 +23,7 @@ from .model_card import model_card
 from .preprocessing import AUGMENT_KWARGS, TIMM_KEYS
 from .runs import Run
 from .strategies import plan_phases
+from .text_models import with_encoder_folder
 
 
 def _template(name: str) -> str:
@@ -151,7 +152,7 @@ def bundle_bytes(run: Run, include_training_script: bool = True) -> bytes:
         ):
             data = run.read_json(source)
             if text and name in ("preprocessing.json", "backbone.json"):
-                data = _bundled_tokenizer(data)
+                data = with_encoder_folder(data, TEXT_ENCODER_DIR)
             zf.writestr(name, json.dumps(data, indent=2))
         if text:
             for file in encoder_files(run.data_config()):
@@ -182,13 +183,6 @@ def encoder_files(data_config: dict[str, Any]) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and not p.name.endswith(skip) and not p.name.startswith(".")
     )
-
-
-def _bundled_tokenizer(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` (a data config, or backbone.json holding one) pointing at the bundle's encoder folder."""
-    if "data_config" in data:
-        return data | {"data_config": _bundled_tokenizer(data["data_config"])}
-    return data | {"tokenizer": TEXT_ENCODER_DIR}
 
 
 def write_bundle(run: Run, path: str | Path) -> Path:

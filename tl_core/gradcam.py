@@ -24,6 +24,7 @@ from PIL import Image
 
 from .errors import BackboneError
 from .evaluation import misclassified
+from .modes import eval_mode
 
 COLORMAP = "jet"
 """The Grad-CAM paper's colours (blue: no evidence, red: most), which learners meet in papers."""
@@ -123,8 +124,6 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
     evidence).
     """
     from captum.attr import LayerAttribution, LayerGradCam
-
-    from .modes import eval_mode
 
     with eval_mode(model), _probe(model, (x.shape[-2], x.shape[-1])) as probe:
         cam = LayerGradCam(model, probe).attribute(x, target=int(target), relu_attributions=True)

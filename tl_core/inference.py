@@ -27,6 +27,8 @@ class LoadedModel:
     config: TrainConfig
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     """The extra ``timm.create_model`` arguments the architecture was built with."""
+    text_batches: Any = None
+    """Text models: the run's tokenizing collate (``text_models.TextBatches``), loaded once."""
 
 
 def rebuild_model(run: Run, weights: bool = True, **timm_kwargs: Any) -> nn.Module:
@@ -72,8 +74,13 @@ def load_run_model(run: Run | str | Path, **timm_kwargs: Any) -> LoadedModel:
     if not data_config:
         raise TLError(f"{run.dir} is not a finished run (its preprocessing is missing).")
     cfg, labels, info = run.config(), run.labels(), run.backbone()
+    from .text_models import TextBatches, is_text, load_tokenizer
+
     model = _build(run, cfg, labels, info, True, timm_kwargs)
-    return LoadedModel(model, labels, data_config, cfg, info.model_kwargs if info else {})
+    loaded = LoadedModel(model, labels, data_config, cfg, info.model_kwargs if info else {})
+    if is_text(data_config):
+        loaded.text_batches = TextBatches(load_tokenizer(data_config), int(data_config["max_length"]))
+    return loaded
 
 
 def ranked(labels: list[str], logits: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -95,7 +102,4 @@ def predict(loaded: LoadedModel, image: Image.Image | str | Path, top_k: int = 3
 @torch.no_grad()
 def predict_text(loaded: LoadedModel, text: str, top_k: int = 3) -> list[tuple[str, float]]:
     """Top-``k`` (label, probability) pairs for one text, tokenized as the run was."""
-    from .text_models import TextBatches, load_tokenizer
-
-    batches = TextBatches(load_tokenizer(loaded.data_config), int(loaded.data_config["max_length"]))
-    return ranked(loaded.labels, loaded.model(batches.encode([text]))[0].float().numpy(), top_k)
+    return ranked(loaded.labels, loaded.model(loaded.text_batches.encode([text]))[0].float().numpy(), top_k)

@@ -49,14 +49,10 @@ def _torch_predictor(kind: str, model: Any, labels: list[str], data_config: dict
 
 def _from_run(run: Run) -> Predictor:
     from .inference import load_run_model
-    from .text_models import TextBatches, is_text, load_tokenizer
 
     loaded = load_run_model(run)
     predictor = _torch_predictor("run", loaded.model, loaded.labels, loaded.data_config)
-    if is_text(loaded.data_config):
-        predictor.encode = TextBatches(
-            load_tokenizer(loaded.data_config), int(loaded.data_config["max_length"])
-        )
+    predictor.encode = loaded.text_batches
     return predictor
 
 
@@ -69,6 +65,7 @@ def _from_bundle_files(read: Callable[[str], bytes], names: set[str], what: str)
     if missing:
         raise TLError(f"{what} is not a model bundle (missing {', '.join(missing)}).")
     from .export import TEXT_ENCODER_DIR
+    from .text_models import with_encoder_folder
 
     encoder = sorted(n for n in names if n.startswith(f"{TEXT_ENCODER_DIR}/") and not n.endswith("/"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,19 +79,11 @@ def _from_bundle_files(read: Callable[[str], bytes], names: set[str], what: str)
                 (folder / TEXT_ENCODER_DIR / Path(name).name).write_bytes(read(name))
             for file in (Run.DATA_CONFIG, Run.BACKBONE):
                 data = json.loads((folder / file).read_text(encoding="utf-8"))
-                _point_at(data, str(folder / TEXT_ENCODER_DIR))
+                data = with_encoder_folder(data, str(folder / TEXT_ENCODER_DIR))
                 (folder / file).write_text(json.dumps(data), encoding="utf-8")
         predictor = _from_run(Run(folder))  # weights and tokenizer are in memory before the folder goes
     predictor.kind = "bundle"
     return predictor
-
-
-def _point_at(data: dict[str, Any], folder: str) -> None:
-    """A text bundle's data config (or backbone.json holding one) pointing at ``folder``."""
-    if "data_config" in data:
-        _point_at(data["data_config"], folder)
-    elif "tokenizer" in data:
-        data["tokenizer"] = folder
 
 
 def _from_bundle(path: Path) -> Predictor:

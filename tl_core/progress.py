@@ -22,7 +22,8 @@ class JobProgress(EveryBatch):
         self.started = time.perf_counter()
         self.last = 0.0
 
-    def _tick(self, trainer: Trainer, force: bool = False) -> None:
+    def check(self, trainer: Trainer, force: bool = False) -> None:
+        """Every batch (``EveryBatch``), and forced at an epoch's end."""
         now = time.perf_counter()
         if not force and now - self.last < 0.25:  # watchers poll at ~1 Hz; keep messages few
             return
@@ -53,12 +54,9 @@ class JobProgress(EveryBatch):
     def on_phase_start(self, trainer: Trainer, phase: Any) -> None:
         self.reporter.update(stage="training", phase=phase.name)
 
-    def check(self, trainer: Trainer) -> None:
-        self._tick(trainer)
-
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         row = record.to_dict()
         self.run.append_metrics(row)
         self.reporter.history(row)
         self.run.write_status(RunStatus.RUNNING, epochs_run=len(trainer.history), epoch=trainer.epoch)
-        self._tick(trainer, force=True)
+        self.check(trainer, force=True)

@@ -215,13 +215,13 @@ def from_table(table: Table, text_column: str | None, label_column: str | None, 
 
 def from_folders(per_split: dict[str | None, Path], root: Path) -> Examples:
     """One ``.txt`` file per example in class folders (of split folders, when given)."""
+    from .data import _candidate_files, _visible_children  # the image scan's own junk rules
+
     ex = Examples([], [], [], [], "utf-8")
     fallbacks: Counter[str] = Counter()
     for split, folder in per_split.items():
-        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for f in sorted(class_dir.rglob("*")):
-                if not f.is_file() or f.name.startswith(".") or "__MACOSX" in f.parts:
-                    continue
+        for class_dir in (p for p in _visible_children(folder) if p.is_dir()):
+            for f in _candidate_files(class_dir):
                 where = f.relative_to(root).as_posix()
                 if f.suffix.lower() != ".txt":
                     ex.skipped.append((where, "not a .txt file"))
@@ -243,18 +243,12 @@ def from_folders(per_split: dict[str | None, Path], root: Path) -> Examples:
 def holds_text(folder: Path) -> bool:
     """Whether ``folder`` (after unwrapping) is a text source: one table file, or class folders
     whose files are mostly ``.txt``."""
+    from .data import _is_junk
+
     if table_in(folder) is not None:
         return True
-    files = list(  # files inside class folders: a loose notes.txt makes no text dataset
-        itertools.islice(
-            (
-                f
-                for f in folder.rglob("*")
-                if f.is_file() and f.parent != folder and not f.name.startswith(".")
-            ),
-            500,
-        )
-    )
+    inside = (f for f in folder.rglob("*") if f.is_file() and f.parent != folder)  # not a loose notes.txt
+    files = list(itertools.islice((f for f in inside if not _is_junk(f.name)), 500))
     return bool(files) and sum(f.suffix.lower() == ".txt" for f in files) > len(files) / 2
 
 
@@ -262,9 +256,11 @@ def table_in(folder: Path) -> Path | None:
     """The table file that is ``folder``'s only content, or its lone subfolder's (a zipped
     ``data/reviews.csv``). A table beside class folders (``cats/ dogs/ labels.csv``) is an image
     dataset's side file, not texts."""
+    from .data import _visible_children
+
     if not folder.is_dir():
         return None
-    children = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+    children = _visible_children(folder)
     if len(children) == 1 and is_table(children[0]):
         return children[0]
     if len(children) == 1 and children[0].is_dir():
@@ -415,11 +411,11 @@ def text_examples(dataset: Dataset, per_class: int = 3, max_chars: int = 300) ->
     for text, label in dataset.items["train"]:
         if taken[label] < per_class:
             taken[label] += 1
-            short = " ".join(text.split())
-            out.append(
-                {
-                    "class": dataset.classes[label],
-                    "text": short[:max_chars] + ("…" if len(short) > max_chars else ""),
-                }
-            )
+            out.append({"class": dataset.classes[label], "text": shorten(text, max_chars)})
     return sorted(out, key=lambda row: row["class"])
+
+
+def shorten(text: str, max_chars: int) -> str:
+    """One line of at most ``max_chars`` (and an ellipsis), for a table of texts."""
+    flat = " ".join(str(text).split())
+    return flat[:max_chars] + ("…" if len(flat) > max_chars else "")

@@ -338,6 +338,14 @@ def encoder_folder(data_config: Mapping[str, Any]) -> Path:
     )
 
 
+def with_encoder_folder(data: dict[str, Any], folder: str) -> dict[str, Any]:
+    """``data`` (a data config, or backbone.json holding one) finding its encoder in ``folder``:
+    a bundle's own ``encoder/``, or where a bundle was unpacked."""
+    if "data_config" in data:
+        return data | {"data_config": with_encoder_folder(data["data_config"], folder)}
+    return data | {"tokenizer": folder}
+
+
 def load_tokenizer(data_config: Mapping[str, Any]) -> Any:
     from transformers import AutoTokenizer
 

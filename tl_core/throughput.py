@@ -81,12 +81,17 @@ def measure(
     from .devices import detect_device
 
     setup = detect_device(device)
-    kind = "cuda" if setup.device == "cuda" else "cpu"
+    kind = _kind(setup)
     batch_size = batch_size or SAMPLE_BATCH[kind]
     with tempfile.TemporaryDirectory() as tmp:
         source = data or str(write_sample_photos(Path(tmp) / "photos", SAMPLE_IMAGES[kind]))
         label = data or "generated photos"
         return _measure(model_name, source, label, image_size, batch_size, setup, augment, augment_on_device)
+
+
+def _kind(setup: Any) -> str:
+    """The sample sizes' key: a GPU, or anything else."""
+    return "cuda" if setup.device == "cuda" else "cpu"
 
 
 def _measure(
@@ -104,6 +109,7 @@ def _measure(
     from .backbones import create_backbone
     from .config import TrainConfig
     from .data import scan_dataset
+    from .device_augment import DeviceBatches
     from .freezing import layer_groups, optimizer_param_groups, set_trainable
     from .training import Inputs, Trainer, seed_everything
     from .training import inputs as choose_inputs
@@ -147,7 +153,7 @@ def _measure(
     n_images = len(dataset.items["train"])
     sizes = [batch_size] * (n_images // batch_size) + [n_images % batch_size] * (n_images % batch_size > 0)
     synthetic = Inputs("images", model, [(x[:n], y[:n]) for n in sizes], [])  # the real batches' sizes
-    epochs = TIMED_EPOCHS["cuda" if setup.device == "cuda" else "cpu"]
+    epochs = TIMED_EPOCHS[_kind(setup)]
     schedule = scheduler(optimizer, 2 * (1 + epochs) * n_batches, 0)
 
     def img_s(inputs: Inputs) -> float:
@@ -170,7 +176,7 @@ def _measure(
         batch_size=batch_size,
         images=n_images,
         workers=trainer.workers,
-        augment_on_device=type(real.train).__name__ == "DeviceBatches",
+        augment_on_device=isinstance(real.train, DeviceBatches),
         real_img_s=real_img_s,
         synthetic_img_s=synthetic_img_s,
         decode_s=decode_s,

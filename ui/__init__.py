@@ -454,12 +454,18 @@ def table_columns(path: str) -> tuple[list[str], str | None, str | None]:
     return read(path)
 
 
+def over_length(backbone: str, source: str, cfg: TrainConfig, ds: Any) -> tuple[int, int] | None:
+    """How many of ``ds``'s texts ``backbone`` would cut, and where (None: its tokenizer isn't
+    here); counted once per scan and backbone."""
+    split = (cfg.val_fraction, cfg.seed, cfg.test_fraction, cfg.text_column, cfg.label_column)
+    return _over_length(backbone, source, split, ds)
+
+
 @st.cache_data(show_spinner="Counting word pieces…", max_entries=8)
-def over_length(backbone: str, texts: tuple[str, ...]) -> tuple[int, int] | None:
-    """How many texts ``backbone`` would cut, and where (None: its tokenizer isn't here)."""
+def _over_length(backbone: str, source: str, split: tuple, _ds: Any) -> tuple[int, int] | None:
     from tl_core.text_models import over_length as count
 
-    return count(backbone, texts)
+    return count(backbone, [t for rows in _ds.items.values() for t, _ in rows])
 
 
 @st.cache_resource(show_spinner="Measuring this machine's speed…")

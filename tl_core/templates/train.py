@@ -196,7 +196,9 @@ def autocast(device):
 
 
 def channels_last(x, device):
-    return x.to(device).contiguous(memory_format=torch.channels_last)
+    """``x`` on ``device``; image batches (4-D) channels-last, as the studio runs them."""
+    x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
 @torch.no_grad()
@@ -205,7 +207,7 @@ def evaluate(model, loader, device, amp=True):
     model.eval()
     loss = correct = seen = 0
     for x, y in loader:
-        x, y = channels_last(x, device) if x.ndim == 4 else x.to(device), y.to(device)
+        x, y = channels_last(x, device), y.to(device)
         with autocast(device) if amp else torch.autocast(device, enabled=False):
             logits = model(x).float()
         loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()

@@ -167,7 +167,7 @@ def sample(trainer: Trainer) -> torch.Tensor:
 def frozen_forward(trainer: Trainer, module: nn.Module) -> nn.Module:
     """``module`` (never trained in this run) with its batch norms folded when that checks out
     (``bn_folding``, in float32), for the passes that run it once over every image."""
-    if not trainer.fold_batchnorm or is_text(trainer.data_config):  # transformers: no batch norm
+    if not trainer.fold_batchnorm or not bn_folding.pairs(module):  # nothing to fold: no sample needed
         return module
     return bn_folding.folded(module, sample(trainer)) or module
 
@@ -234,7 +234,7 @@ def _augment_on_device(trainer: Trainer) -> bool:
         wanted
         and trainer.cfg.augment in device_augment.PRESETS
         and {"train", "val"} <= set(decoded)
-        and device_augment.fits([*decoded["train"], *decoded["val"]], trainer.data_config)
+        and device_augment.fits(len(decoded["train"]) + len(decoded["val"]), trainer.data_config)
     )
 
 
@@ -252,7 +252,7 @@ def _device_images(trainer: Trainer) -> Inputs:
         generator = (
             torch.Generator(device=device).manual_seed(trainer.cfg.seed) if training and augmented else None
         )
-        batches[split] = device_augment.DeviceBatches(pixels, labels, order, data_config, generator)
+        batches[split] = device_augment.DeviceBatches(pixels, order, data_config, generator)
     trainer.decoded.clear()  # the device holds them now
     return Inputs("images", trainer.model, batches["train"], batches["val"])
 
