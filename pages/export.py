@@ -34,25 +34,28 @@ def card(run_dir: str) -> str:
     return model_card(Run(run_dir))
 
 
+text = run.data_config().get("modality") == "text"
 st.markdown(
     "**Model card** (`MODEL_CARD.md`, in every export): what the model was trained on, how well it "
-    "did on validation and test images, and its limits, all from this run's own figures."
+    f"did on validation and test {'texts' if text else 'images'}, and its limits, all from this "
+    "run's own figures."
 )
 if st.toggle("Show the model card"):
     try:
-        text = card(str(run.dir))
+        markdown = card(str(run.dir))
     except TLError as exc:
         ui.error(exc, "Pick a run that finished at least one epoch.")
     else:
         with st.container(border=True):
-            st.markdown(text.split("---", 2)[-1])  # without the Hub's metadata header
-        st.download_button("Download MODEL_CARD.md", text, file_name="MODEL_CARD.md", mime="text/markdown")
-text = run.data_config().get("modality") == "text"
+            st.markdown(markdown.split("---", 2)[-1])  # without the Hub's metadata header
+        st.download_button(
+            "Download MODEL_CARD.md", markdown, file_name="MODEL_CARD.md", mime="text/markdown"
+        )
 st.markdown(
     "**Model bundle** (zip): `model.safetensors` (the kept epoch's weights, encoder and head), "
     "`encoder/` (its tokenizer and configuration), `labels.json`, `preprocessing.json` (maximum "
-    "length and pooling), `config.json`, `MODEL_CARD.md` and `predict.py`, which needs only torch "
-    'and transformers: `python predict.py "a text"`.'
+    "length and pooling), `config.json`, `MODEL_CARD.md`, and `predict.py` and `train.py`, which need "
+    'only torch and transformers: `python predict.py "a text"`.'
     if text
     else "**Model bundle** (zip): `model.safetensors` (the kept epoch's weights), `labels.json`, "
     "`preprocessing.json` (the exact resize/crop/normalisation used), `config.json`, `MODEL_CARD.md`, "
@@ -70,8 +73,7 @@ st.markdown(
     "**ONNX**: the model alone, for onnxruntime, with inputs `input_ids` and `attention_mask`; its "
     "tokenizer, labels, preprocessing and model card ride in the file's metadata, so "
     '`tl-studio predict model.onnx --text "…"` needs nothing beside it. Checked against the model on '
-    "validation texts before you get it. (TorchScript, the timm folder and the standalone train.py "
-    "are for image models; `tl-studio train DATA --config config.json` retrains a text model.)"
+    "validation texts before you get it. (TorchScript and the timm folder are for image models.)"
     if text
     else "**ONNX / TorchScript / timm**: the model alone, for onnxruntime (phones, browsers, servers), "
     "`torch.jit.load`, or timm itself. Each is checked against the model on real validation images "
@@ -102,12 +104,16 @@ for column, (fmt, name) in zip(st.columns(len(formats)), formats, strict=True):
                 file_name=file_name,
                 key=f"download-{fmt}",
             )
-if text:
-    st.stop()
 st.markdown(
-    "**Training script**: a standalone `train.py` (torch + timm only). It opens with this run's plan "
-    "as the freeze map shows it (layer groups by module, phases, learning rates) and ends with the "
-    "exact file lists. `python train.py DATA_DIR` reproduces the run epoch by epoch."
+    "**Training script**: a standalone `train.py` (torch + transformers only). It opens with this "
+    "run's plan as the freeze map shows it (layer groups by module, phases, learning rates) and ends "
+    "with the exact split, each text named by a key (the start of its SHA-256), so the script holds "
+    "none of your texts. `python train.py DATA` finds them in your data and reproduces the run epoch "
+    "by epoch."
+    if text
+    else "**Training script**: a standalone `train.py` (torch + timm only). It opens with this run's "
+    "plan as the freeze map shows it (layer groups by module, phases, learning rates) and ends with "
+    "the exact file lists. `python train.py DATA_DIR` reproduces the run epoch by epoch."
 )
 st.download_button(
     "Download train.py", lambda: script(str(run.dir)), file_name="train.py", mime="text/x-python"

@@ -256,7 +256,7 @@ def test_a_held_out_test_split_is_shown_as_such_and_its_absence_is_explained(
 
 def test_a_text_runs_results_and_export(tmp_path: Path) -> None:
     """Results for texts: the cell's texts, the baseline's verdict, the confident mistakes, a
-    text box to try; Export offers the bundle and ONNX only."""
+    text box to try; Export offers the bundle, ONNX and train.py."""
     from test_text import sentences, write_csv
 
     data = write_csv(tmp_path / "reviews.csv", sentences(10))
@@ -279,3 +279,10 @@ def test_a_text_runs_results_and_export(tmp_path: Path) -> None:
     assert not at.exception
     labels = [b.label for b in at.button]
     assert "Build ONNX" in labels and "Build TorchScript" not in labels
+    assert [b.label for b in at.get("download_button")] == [
+        "Download model bundle (.zip)",
+        "Download train.py",
+    ]
+    at.toggle[-1].set_value(True).run()  # Preview train.py
+    preview = at.code[-1].value
+    assert "MAX_LENGTH = 64" in preview and "texts (30 of them)" in preview

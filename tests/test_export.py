@@ -62,7 +62,7 @@ def test_standalone_script_reproduces_the_plan(
     # Readable: the plan names modules, as the freeze map does, not thousands of parameters.
     plan_part = script[: script.index("# ---- the run's exact files")]
     assert "'stage 5': ['blocks.4'" in plan_part and "'head': ['classifier']" in plan_part
-    assert "blocks.4.0" not in plan_part and len(plan_part.splitlines()) < 400
+    assert "blocks.4.0" not in plan_part and len(plan_part.splitlines()) < 450  # not a line per parameter
     (tmp_path / "train.py").write_text(script)
     out = subprocess.run(
         [sys.executable, "train.py", str(color_folders), "--out", "re.safetensors"],

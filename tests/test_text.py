@@ -531,6 +531,7 @@ def test_bundles_zipped_unzipped_and_onnx_answer_as_the_run(tmp_path: Path) -> N
     assert snap.status == "completed", snap.error
     bundle = write_bundle(Run(snap.run_dir), tmp_path / "b.zip")
     with zipfile.ZipFile(bundle) as zf:
+        assert {"predict.py", "train.py", "encoder/tokenizer.json"} <= set(zf.namelist())
         zf.extractall(tmp_path / "unzipped")
     onnx_file = export_run(Run(snap.run_dir), "onnx", tmp_path / "m.onnx")
     assert onnx_file.parity is not None and onnx_file.parity.top1_agreement == 1.0

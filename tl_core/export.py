@@ -1,5 +1,6 @@
 """Export a run: a model bundle (weights, labels, preprocessing, a predict script) and a
-standalone training script that reproduces the run with only torch and timm.
+standalone training script that reproduces the run with only torch and timm (texts: torch and
+transformers).
 
 The training script opens with the run's plan as the freeze map shows it (layer groups by module
 name, phases, learning rates, settings) and ends with the exact file lists, so it needs no part
@@ -8,6 +9,7 @@ of this package and can be read top to bottom.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -23,7 +25,7 @@ from .model_card import model_card
 from .preprocessing import AUGMENT_KWARGS, TIMM_KEYS
 from .runs import Run
 from .strategies import plan_phases
-from .text_models import with_encoder_folder
+from .text_models import TEXT_BACKBONES, with_encoder_folder
 
 
 def _template(name: str) -> str:
@@ -36,7 +38,7 @@ def _relative_items(items: list[tuple[str, int]], root: Path) -> list[tuple[str,
 
 def training_plan(run: Run) -> dict[str, Any]:
     """Everything the standalone script needs, as JSON-ready data: the freeze map's groups by
-    module name, the phases, the settings and the exact files."""
+    module name, the phases, the settings and the exact files (or, for texts, their keys)."""
     from .inference import rebuild_model
     from .training import class_weights
 
@@ -52,21 +54,16 @@ def training_plan(run: Run) -> dict[str, Any]:
     root = Path(profile.root)
     model = rebuild_model(run, weights=False)
     groups = layer_groups(model)
-    spec = BACKBONES.get(cfg.backbone)
     weights = class_weights([lbl for _, lbl in split["train"]], len(labels), cfg.class_weights)
-    return {
+    plan: dict[str, Any] = {
         "run": run.id,
+        "modality": profile.modality,
         "data_root_used": str(root),
         "backbone": cfg.backbone,
-        "model_kwargs": backbone.model_kwargs,
         "weights": backbone.weights,
         "weights_detail": backbone.weights_detail,
-        "hub_name": spec.hub_name if spec else None,
-        "bundled_package": spec.bundled_package if spec else None,
         "classes": labels,
         "classifier": classifier_name(model),
-        "preprocessing": {k: v for k, v in run.data_config().items() if k in TIMM_KEYS},
-        "augment": AUGMENT_KWARGS.get(cfg.augment),
         "groups": group_prefixes(groups),
         "phases": [{"name": p.name, "epochs": p.epochs, "lr": p.lrs} for p in plan_phases(cfg, groups)],
         "batch_size": cfg.batch_size,
@@ -74,12 +71,41 @@ def training_plan(run: Run) -> dict[str, Any]:
         "label_smoothing": cfg.label_smoothing,
         "class_weights": weights.tolist() if weights is not None else None,
         "patience": cfg.patience,
-        "train_bn": cfg.train_bn,
         "seed": cfg.seed,
-        "workers": cfg.workers,
         "feature_cache": cfg.uses_feature_cache,
+    }
+    if profile.modality == "text":
+        text_spec = TEXT_BACKBONES.get(cfg.backbone)
+        data_config = run.data_config()
+        snapshot = Path(data_config["tokenizer"])  # a hub cache's .../snapshots/<commit>
+        zipped = Path(profile.source).suffix.lower() == ".zip"  # the script reads zips of texts
+        return plan | {
+            "data_root_used": profile.source if zipped else str(root),
+            "hub_name": text_spec.hub_id if text_spec else None,
+            "hub_revision": snapshot.name if snapshot.parent.name == "snapshots" else None,
+            "bundled_package": text_spec.bundled_package if text_spec else None,
+            "max_length": data_config["max_length"],
+            "pooling": data_config["pooling"],
+            "text_column": profile.columns[0] if profile.columns else None,
+            "split": {name: [(text_key(t), y) for t, y in items] for name, items in split.items() if items},
+        }
+    spec = BACKBONES.get(cfg.backbone)
+    return plan | {
+        "model_kwargs": backbone.model_kwargs,
+        "hub_name": spec.hub_name if spec else None,
+        "bundled_package": spec.bundled_package if spec else None,
+        "preprocessing": {k: v for k, v in run.data_config().items() if k in TIMM_KEYS},
+        "augment": AUGMENT_KWARGS.get(cfg.augment),
+        "train_bn": cfg.train_bn,
+        "workers": cfg.workers,
         "split": {name: _relative_items(items, root) for name, items in split.items() if items},
     }
+
+
+def text_key(text: str) -> str:
+    """How ``train.py`` names a text: the start of its SHA-256, so the script carries none of
+    the user's texts (it finds them in their data) and stays small."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _literal(value: Any, indent: int = 4) -> str:
@@ -106,33 +132,41 @@ def _split_literal(split: dict[str, list[tuple[str, int]]]) -> str:
 
 
 def training_script(run: Run) -> str:
-    """A ``train.py`` that reproduces ``run`` (see the module docstring)."""
+    """A ``train.py`` that reproduces ``run`` (see the module docstring): the modality's part
+    (data, model), then the training loop both share, then the plan's file lists."""
     plan = training_plan(run)
-    fill = {
+    text = plan["modality"] == "text"
+    fill = {key.upper(): _literal(value) for key, value in plan.items() if key != "split"}
+    fill |= {
         "RUN": plan["run"],
         "ROOT": plan["data_root_used"],
+        "DATA_USED": repr(plan["data_root_used"]),
         "SPLIT": _split_literal(plan["split"]),
     }
-    for key in (
-        "backbone", "model_kwargs", "weights", "weights_detail", "hub_name", "bundled_package",
-        "classes", "classifier", "preprocessing", "augment", "groups", "phases", "batch_size",
-        "weight_decay", "label_smoothing", "class_weights", "patience", "train_bn", "seed",
-        "workers", "feature_cache",
-    ):  # fmt: skip
-        fill[key.upper()] = _literal(plan[key])
+    template = (
+        _template("train_texts.py" if text else "train_images.py")
+        + "\n\n"
+        + _template("train_loop.py")
+        + "\n\n"
+        + (_TEXT_LISTS if text else _FILE_LISTS)
+        + 'SPLIT = __SPLIT__\n\nif __name__ == "__main__":\n    main()\n'
+    )
     # One pass: a class or file name that happens to contain a marker stays as it is.
-    return re.sub(r"__([A-Z_]+)__", lambda m: fill.get(m.group(1), m.group(0)), _template("train.py"))
+    return re.sub(r"__([A-Z_]+)__", lambda m: fill.get(m.group(1), m.group(0)), template)
 
 
-FILE_LISTS = "# ---- the run's exact files"
+FILE_LISTS = "# ---- the run's exact "
 """Where ``train.py``'s code ends and its (long) file lists begin."""
+_FILE_LISTS = FILE_LISTS + "files, relative to DATA_DIR: [path, class index] " + "-" * 27 + "\n"
+_TEXT_LISTS = FILE_LISTS + "texts, by key: [the start of the text's SHA-256, class index] " + "-" * 11 + "\n"
 
 
 def script_preview(script: str) -> str:
     """``train.py`` without its file lists: the part a person reads."""
     head, _, tail = script.partition(FILE_LISTS)
     files = sum(1 for line in tail.splitlines() if line.startswith("        ["))
-    return head + f"# ---- then the run's exact files ({files} of them), and main() ----\n"
+    what = tail.split(",", 1)[0]
+    return head + f"# ---- then the run's exact {what} ({files} of them), and main() ----\n"
 
 
 def bundle_bytes(run: Run, include_training_script: bool = True) -> bytes:
@@ -160,7 +194,7 @@ def bundle_bytes(run: Run, include_training_script: bool = True) -> bytes:
         zf.writestr("metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics()))
         zf.writestr("MODEL_CARD.md", model_card(run))
         zf.writestr("predict.py", _template("predict_text.py" if text else "predict.py"))
-        if include_training_script and not text:
+        if include_training_script:
             zf.writestr("train.py", training_script(run))
         readme = _TEXT_BUNDLE_README if text else _BUNDLE_README
         zf.writestr("README.txt", readme.format(name=backbone.name if backbone else "?", run=run.id))
@@ -215,4 +249,5 @@ labels.json         class names, in output order
 preprocessing.json  maximum length and pooling the model was trained with
 config.json         every training setting (tl-studio train DATA --config config.json)
 predict.py          python predict.py "a text"   (needs torch, transformers, safetensors)
+train.py            python train.py DATA         reproduces the run from scratch
 """

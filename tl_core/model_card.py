@@ -390,7 +390,7 @@ def _reproduce(f: _Facts) -> str:
         "drew the split; a flag after it overrides one (e.g. `--epochs 20`), and another data path "
         "in place of the first argument trains on a copy of the data elsewhere."
         + (
-            ""
+            " In a model bundle, `python train.py DATA` does the same with only torch and transformers."
             if f.text
             else " In a model bundle, `python train.py DATA_DIR` does the same with only torch and timm."
         )
