@@ -55,10 +55,12 @@ def training_plan(run: Run) -> dict[str, Any]:
     model = rebuild_model(run, weights=False)
     groups = layer_groups(model)
     weights = class_weights([lbl for _, lbl in split["train"]], len(labels), cfg.class_weights)
+    text = profile.modality == "text"
+    zipped = Path(profile.source).suffix.lower() == ".zip"
     plan: dict[str, Any] = {
         "run": run.id,
         "modality": profile.modality,
-        "data_root_used": str(root),
+        "data_root_used": profile.source if text and zipped else str(root),  # the text script reads zips
         "backbone": cfg.backbone,
         "weights": backbone.weights,
         "weights_detail": backbone.weights_detail,
@@ -74,13 +76,11 @@ def training_plan(run: Run) -> dict[str, Any]:
         "seed": cfg.seed,
         "feature_cache": cfg.uses_feature_cache,
     }
-    if profile.modality == "text":
+    if text:
         text_spec = TEXT_BACKBONES.get(cfg.backbone)
         data_config = run.data_config()
         snapshot = Path(data_config["tokenizer"])  # a hub cache's .../snapshots/<commit>
-        zipped = Path(profile.source).suffix.lower() == ".zip"  # the script reads zips of texts
         return plan | {
-            "data_root_used": profile.source if zipped else str(root),
             "hub_name": text_spec.hub_id if text_spec else None,
             "hub_revision": snapshot.name if snapshot.parent.name == "snapshots" else None,
             "bundled_package": text_spec.bundled_package if text_spec else None,

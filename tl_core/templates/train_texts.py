@@ -235,23 +235,28 @@ def encoder_folder(path):
     )
 
 
-def build_model(path):
-    folder = encoder_folder(path)
-    kw = {"revision": HUB_REVISION} if folder == HUB_NAME and HUB_REVISION else {}
-    logging.set_verbosity_error()  # transformers reports the pooler it leaves out
-    logging.disable_progress_bar()
+def load_encoder(folder, kw):
+    """The encoder without its pooler (the classifier pools for itself): its weights, or only
+    its architecture when the run started from random weights."""
 
-    def build(**extra):
+    def load(**extra):
         if WEIGHTS == "none":
             return AutoModel.from_config(AutoConfig.from_pretrained(folder, **kw), **extra)
         return AutoModel.from_pretrained(folder, **kw, **extra)
 
     try:
-        try:
-            encoder = build(add_pooling_layer=False)  # the classifier pools for itself
-        except TypeError:  # DistilBERT has no pooler to leave out
-            encoder = build()
-        tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+        return load(add_pooling_layer=False)
+    except TypeError:  # DistilBERT has no pooler to leave out
+        return load()
+
+
+def build_model(path):
+    folder = encoder_folder(path)
+    kw = {"revision": HUB_REVISION} if folder == HUB_NAME and HUB_REVISION else {}
+    logging.set_verbosity_error()  # transformers reports the pooler it leaves out
+    logging.disable_progress_bar()
+    try:
+        encoder, tokenizer = load_encoder(folder, kw), AutoTokenizer.from_pretrained(folder, **kw)
     except OSError as exc:  # no such folder, no weights in it (a bundle's encoder/ has none), offline
         raise SystemExit(f"could not load the encoder from {folder}: {exc}") from exc
     model = TextClassifier(encoder, tokenizer, len(CLASSES))
